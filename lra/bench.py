@@ -85,6 +85,8 @@ def build_entry(entry: str, L: int, bench: DictConfig):
 def time_entry(model, L: int, bench: DictConfig, device: torch.device, dtype) -> dict:
     model = model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    if bench.compile:  # compilation happens in the warm-up steps, outside the timed repeats
+        model = torch.compile(model)
     g = torch.Generator(device="cpu").manual_seed(0)
     ids = torch.randint(1, 257, (bench.batch_size, L), generator=g).to(device)
     batch = {"input_ids": ids, "mask": torch.ones_like(ids, dtype=torch.bool),
@@ -127,7 +129,8 @@ def published_rows() -> list[dict]:
                 and r["source"].startswith("LRA paper Table 2")]
 
 
-def markdown_table(results: list[dict], lengths: list[int], baseline: str, device_name: str) -> str:
+def markdown_table(results: list[dict], lengths: list[int], baseline: str, device_name: str,
+                   compiled: bool = False) -> str:
     def cell(r, key, rel_key):
         if r is None:
             return "—"
@@ -143,12 +146,31 @@ def markdown_table(results: list[dict], lengths: list[int], baseline: str, devic
     entries = list(dict.fromkeys(r["entry"] for r in results))
     head = "| entry | " + " | ".join(f"steps/s {L}" for L in lengths) + " | " + \
            " | ".join(f"peak GiB {L}" for L in lengths) + " |"
-    lines = [f"Ours on {device_name} (batch from the bench config; relative to `{baseline}` in brackets):", "",
+    mode = "torch.compile" if compiled else "eager"
+    lines = [f"Ours on {device_name}, {mode} (batch from the bench config; relative to `{baseline}` in brackets):", "",
              head, "|" + "---|" * (1 + 2 * len(lengths))]
     for e in entries:
         row = [cell(by.get((e, L)), "steps_per_s", "speed_rel") for L in lengths]
         row += [cell(by.get((e, L)), "peak_bytes", "mem_rel") for L in lengths]
         lines.append(f"| {e} | " + " | ".join(row) + " |")
+    lo, hi = min(lengths), max(lengths)
+    if lo != hi:
+        lines += ["", f"Cost growth from {lo} to {hi} tokens (step time ratio, peak memory ratio; linear cost = "
+                  f"{hi / lo:.1f}x):", "", "| entry | time x | memory x |", "|---|---|---|"]
+        for e in entries:
+            a, b = by.get((e, lo)), by.get((e, hi))
+            ok = a and b and a.get("status") == "ok" and b.get("status") == "ok"
+            t = f"{b['step_s'] / a['step_s']:.2f}" if ok else "—"
+            m = f"{b['peak_bytes'] / a['peak_bytes']:.2f}" if ok and a.get("peak_bytes") and b.get("peak_bytes") else "—"
+            lines.append(f"| {e} | {t} | {m} |")
+    mfu = [e for e in entries if any((by.get((e, L)) or {}).get("mfu") is not None for L in lengths)]
+    if mfu:
+        lines += ["", "Model FLOPs utilisation (6·params·tokens + 12·layers·B·L²·d per step over the device's dense "
+                  "bf16 peak):", "", "| entry | " + " | ".join(f"MFU {L}" for L in lengths) + " |",
+                  "|" + "---|" * (1 + len(lengths))]
+        for e in mfu:
+            vals = [(by.get((e, L)) or {}).get("mfu") for L in lengths]
+            lines.append(f"| {e} | " + " | ".join("—" if v is None else f"{100 * v:.1f}%" for v in vals) + " |")
     peers = [e for e in entries if HF_PEER.get(e) in entries]
     if peers:
         lines += ["", "Ours vs the HF implementation of the same model (speed ratio = our steps/s / HF steps/s; "
@@ -217,7 +239,7 @@ def run_bench(cfg: DictConfig) -> dict:
     for entry in tqdm(entries, desc="bench entries"):
         for L in bench.lengths:
             r = {"entry": entry, "length": int(L), "batch_size": int(bench.batch_size), "dtype": str(dtype),
-                 "device": device_name}
+                 "device": device_name, "compiled": bool(bench.compile)}
             try:
                 model, flops = build_entry(entry, int(L), bench)
                 r["params"] = sum(p.numel() for p in model.parameters())
@@ -257,7 +279,8 @@ def run_bench(cfg: DictConfig) -> dict:
                "device": device_name, "dtype": str(dtype), "versions": versions(), "git": git_state(),
                "results": results}
     for suffix, text in ((".json", json.dumps(payload, indent=2, default=str)),
-                         (".md", markdown_table(results, list(bench.lengths), bench.baseline, device_name))):
+                         (".md", markdown_table(results, list(bench.lengths), bench.baseline, device_name,
+                                                 bool(bench.compile)))):
         tmp = out / f"{tag}{suffix}.tmp"
         tmp.write_text(text)
         os.replace(tmp, out / f"{tag}{suffix}")

@@ -64,3 +64,22 @@ def test_fig3_points(tmp_path):
     pts, missing = bubble_points(bench, recs, "text", 4096)
     assert pts == [{"entry": "transformer/sdpa", "acc": 60.0, "steps_per_s": 3.0, "mem_gib": 2.0}]
     assert missing == ["transformer/lsh"]
+
+
+def test_bench_compile_option_and_growth_and_mfu_tables(tmp_path):
+    from lra.bench import markdown_table, run_bench
+    cfg = compose_cfg(["experiment=smoke", f"paths.results_dir={tmp_path}/runs", "bench.tag=c", "bench.compile=true",
+                       "bench.entries=[transformer/sdpa]", "bench.lengths=[32,64]"], config_name="bench",
+                      out_dir=tmp_path)
+    payload = run_bench(cfg)
+    assert [r["status"] for r in payload["results"]] == ["ok", "ok"]
+    assert all(r["compiled"] for r in payload["results"])
+    md = (tmp_path / "bench" / "c.md").read_text()
+    assert "torch.compile" in md and "Cost growth from 32 to 64 tokens" in md
+    a, b = payload["results"]
+    assert f"| transformer/sdpa | {b['step_s'] / a['step_s']:.2f} | — |" in md  # no CUDA peak memory on CPU
+    rows = [{"entry": "transformer/sdpa", "length": L, "status": "ok", "steps_per_s": 10.0 / i, "step_s": 0.1 * i,
+             "peak_bytes": 2**30 * i, "mfu": 0.1 * i} for i, L in ((1, 1024), (4, 4096))]
+    md = markdown_table(rows, [1024, 4096], "transformer/sdpa", "H100")
+    assert "| transformer/sdpa | 4.00 | 4.00 |" in md and "| transformer/sdpa | 10.0% | 40.0% |" in md
+    assert "eager" in md
