@@ -244,7 +244,7 @@ def _check_hash(x, mask, dmat, nh, tau):
 
 
 @needs_interp
-@pytest.mark.parametrize("L,d,tau,nh", [(1, 32, 6, 8), (17, 8, 4, 12), (100, 64, 12, 10)])
+@pytest.mark.parametrize("L,d,tau,nh", [(1, 32, 6, 8), (17, 8, 4, 12), (100, 64, 12, 10), (1000, 32, 8, 4)])
 def test_hash_kernel_matches_reference(L, d, tau, nh):
     _check_hash(*_hash_case(L, d, tau, nh, "cpu"), nh, tau)
 
@@ -286,6 +286,13 @@ def _check_cumulation(case, tau, hash_group=None):
 @pytest.mark.parametrize("L", [1, 17, 100])
 def test_cumulation_kernel_forward_and_grads(L):
     _check_cumulation(_cumulation_case(L, d=16, dv=12, tau=4, nh=6, device="cpu"), tau=4)
+
+
+@needs_interp
+def test_cumulation_kernel_forward_and_grads_long():
+    """L = 1000 (many key/query tiles): real, suffix-padded and fully padded rows; τ 8 keeps buckets small
+    so the interpreter's segment walk stays within seconds."""
+    _check_cumulation(_cumulation_case(1000, d=16, dv=12, tau=8, nh=2, device="cpu", BH=3), tau=8)
 
 
 @needs_interp
