@@ -71,3 +71,31 @@ def test_prepare_command_prints_json_last_line(tmp_path):
     assert last["task"] == "listops" and last["splits"] == {"train": 400, "val": 64, "test": 64}
     assert len(last["fingerprint"]) == 16
     assert (tmp_path / "lo" / "basic_train.tsv").is_file()
+
+
+def _prepared_task(tmp_path, folder, **cfg):
+    base = {"name": "listops", "data_dir": str(tmp_path / "absent"), "generate": False, "tokenizer": "lra",
+            "max_length": 128, "batch_size": 8, "gen": {}, "prepared": str(folder)}
+    return build_task({**base, **cfg}, tmp_path / "other_cache")
+
+
+def test_prepared_cache_is_used_without_raw_data_and_checked(tmp_path):
+    """task.prepared: a folder from `lra.prepare` serves a run that has no raw data; mismatches are errors."""
+    from lra.datamodule import LRADataModule
+    meta = _task(tmp_path, tmp_path / "d").prepare()
+    folder = meta["cache_dir"]
+    got = _prepared_task(tmp_path, folder).prepare()
+    assert got["cache_dir"] == folder and got["fingerprint"] == meta["fingerprint"]
+    assert not (tmp_path / "absent").exists() and not (tmp_path / "other_cache").exists()
+    dm = LRADataModule(_prepared_task(tmp_path, folder), batch_size=4, seed=0, num_workers=0)
+    dm.prepare_data()
+    dm.setup()
+    assert len(dm.datasets["train"]) == 40
+    with pytest.raises(ValueError, match="max_length.*128, 64|spec"):
+        _prepared_task(tmp_path, folder, max_length=64).prepare()
+    with pytest.raises(ValueError, match="tokenizer"):
+        _prepared_task(tmp_path, folder, tokenizer="keep_parens").prepare()
+    with pytest.raises(FileNotFoundError, match="task.prepared=.*no meta.json"):
+        _prepared_task(tmp_path, tmp_path / "nowhere").prepare()
+    with pytest.raises(ValueError, match="holds task 'listops', not 'text'"):
+        build_task({"name": "text", "data_dir": str(tmp_path), "prepared": folder}, tmp_path / "c").prepare()

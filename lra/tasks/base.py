@@ -46,12 +46,16 @@ class Task:
     splits: tuple[str, ...] = ("train", "val", "test")
 
     def __init__(self, cfg: dict, cache_root: str | Path):
+        cfg = dict(cfg)
+        prepared = cfg.pop("prepared", None)  # a key of every conf/task/*.yaml, handled here for all tasks
         known = {f.name for f in fields(self.Config)}
         unknown = sorted(set(cfg) - known)
         if unknown:
-            raise TypeError(f"conf/task/{self.name}.yaml: unknown key(s) {unknown}; valid keys: {sorted(known)}")
+            raise TypeError(f"conf/task/{self.name}.yaml: unknown key(s) {unknown}; valid keys: "
+                            f"{sorted(known | {'prepared'})}")
         self.cfg = self.Config(**cfg)
         self.cache_root = Path(cache_root)
+        self.prepared = Path(prepared) if prepared else None
 
     # -- to implement --------------------------------------------------------------------------------
     @property
@@ -76,6 +80,8 @@ class Task:
 
     def prepare(self) -> dict:
         """Build the cache if missing (atomically) and return its metadata."""
+        if self.prepared is not None:
+            return self._use_prepared(self.prepared)
         final = self.cache_dir()
         meta = read_meta(final)
         if meta is not None:
@@ -92,6 +98,32 @@ class Task:
             writer.abort()
             raise
         return dict(meta, cache_dir=str(final))
+
+
+    def _use_prepared(self, folder: Path) -> dict:
+        """``task.prepared=FOLDER``: use a cache folder written by ``python -m lra.prepare`` as is, without the raw
+        data (e.g. on a compute node that has only the cache). Checked: the task name, the spec the model is built
+        from, and every stored preprocessing parameter that is also a key of this task's config. The raw source
+        itself cannot be re-hashed without the raw files: its key and the data fingerprint are logged and land in
+        the run record."""
+        meta = read_meta(folder)
+        where = f"task.prepared={folder}"
+        if meta is None:
+            raise FileNotFoundError(f"{where}: no meta.json there; point it at a folder that `python -m lra.prepare` "
+                                    f"wrote (<cache_dir>/{self.name}/<parameters>-<hash>/)")
+        if meta.get("task") != self.name:
+            raise ValueError(f"{where}: the folder holds task {meta.get('task')!r}, not {self.name!r}")
+        if meta.get("spec") != asdict(self.spec):
+            raise ValueError(f"{where}: stored spec {meta.get('spec')} differs from this config's {asdict(self.spec)}")
+        config = asdict(self.cfg)
+        stored = meta.get("params") or {}
+        differ = {k: (stored[k], config[k]) for k in sorted(set(stored) & set(config)) if stored[k] != config[k]}
+        if differ:
+            raise ValueError(f"{where}: prepared with other parameters (stored, configured): {differ}; prepare a "
+                             f"cache with this config (`python -m lra.prepare task={self.name} ...`) or change it")
+        log.info("using prepared %s cache %s as is (source %s, fingerprint %s); raw data not read", self.name, folder,
+                 stored.get("source"), meta.get("fingerprint"))
+        return dict(meta, cache_dir=str(folder))
 
 
 def register_task(name: str):
