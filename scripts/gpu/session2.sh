@@ -2,6 +2,7 @@
 # GPU session 2: all CUDA tests, the LRA Table-2 bench for every registered family plus the HF peers,
 # the YOSO kernel bench against HF's CUDA kernels, and short bf16 runs of every family at LRA lengths.
 # Usage (on the device): PARTS="tests bench yoso runs" bash scripts/gpu/session2.sh
+# (runs: see scripts/gpu/pack.sh for what to carry; TASKS, FAMILIES, STEPS select the runs.)
 set -uo pipefail
 source scripts/gpu/setup.sh
 PARTS=${PARTS:-tests bench yoso runs}
@@ -18,12 +19,19 @@ if [[ $PARTS == *yoso* ]]; then
   python3 scripts/bench_yoso.py --json $OUT/bench_yoso.json 2>&1 | tail -30 > $OUT/bench_yoso.txt
 fi
 if [[ $PARTS == *runs* ]]; then
-  common="trainer.enable_progress_bar=false loader.num_workers=6 paths.data_dir=/tmp/data paths.cache_dir=/tmp/cache paths.results_dir=$OUT/runs logger=csv"
+  # every family on every task (TASKS) at LRA lengths, bf16-mixed, STEPS steps; the data of text/image comes from
+  # the folder scripts/gpu/pack.sh builds (carry .gpu/pack); ListOps and Pathfinder are generated here.
+  common="trainer.enable_progress_bar=false loader.num_workers=8 paths.data_dir=/tmp/data paths.cache_dir=/tmp/cache paths.results_dir=$OUT/runs logger=csv"
   steps=${STEPS:-200}
-  for spec in ${RUNS:-"lra/listops/transformer" "lra/listops/longformer" "lra/listops/local" "lra/listops/reformer" "nystromformer/listops" "yoso/listops" "mega/listops"}; do
-    python3 run.py experiment=$spec trainer.max_steps=$steps trainer.val_check_interval=$((steps / 2)) \
-      trainer.limit_val_batches=20 trainer.limit_test_batches=20 $common hydra.run.dir=/tmp/runs/${spec//\//_} 2>&1 \
-      | grep -E "test/acc|Error|parameters|implementation" | sed "s#^#[$spec] #" | tee -a $OUT/runs.txt
+  for task in ${TASKS:-listops pathfinder text}; do
+    extra=""
+    [[ $task == text ]] && extra="task.data_dir=$PWD/.gpu/pack/data/imdb"
+    [[ $task == image ]] && extra="task.prepared=$PWD/.gpu/pack/cache/image/prepared"
+    for spec in ${FAMILIES:-"lra/$task/transformer" "lra/$task/reformer" "lra/$task/longformer" "lra/$task/local" "nystromformer/$task" "yoso/$task" "mega/$task"}; do
+      python3 run.py experiment=$spec trainer.max_steps=$steps trainer.val_check_interval=$((steps / 2)) \
+        trainer.limit_val_batches=20 trainer.limit_test_batches=20 $common $extra hydra.run.dir=/tmp/runs/${spec//\//_} 2>&1 \
+        | grep -E "test/acc|Error|error:|parameters|implementation|NaN" | sed "s#^#[$spec] #" | tee -a $OUT/runs.txt
+    done
   done
   find $OUT/runs -name '*.json' -exec cp {} $OUT/records/ \;
 fi
