@@ -12,7 +12,10 @@ timed. What it does, on fp32 inputs, with CUDA events (median of ``--iters`` aft
   same tensor with ``torch.randint`` reproduces it, so our codes are compared with HF's (equal except at sign
   ties) and both are timed;
 * cumulation (forward) and weighted cumulation (backward dQ) on the *same* codes: max |ours − HF| and time;
-* prints ours/HF time ratios (> 1 means ours is slower) and peak memory.
+* prints ours/HF time ratios (> 1 means ours is slower) and peak memory;
+* YOSO-E (expectation, no hashing): the streaming Triton kernels (``kernels/yoso/expectation.py``) against the
+  PyTorch reference (``YosoExpectation``, chunked E), forward + backward for both backward modes, with
+  max |diff| of the output and the ratio triton/reference (skip with ``--no-yoso-e``).
 HF's kernels need L % 8 == 0, d_v % 32 == 0 and num_hash ≤ 32 or a multiple of 32; use such sizes.
 """
 from __future__ import annotations
@@ -74,6 +77,36 @@ def _peak(fn) -> float:
     return (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
+def _bench_yoso_e(q, k, v, grad, mask, tau: int, iters: int, warmup: int) -> dict:
+    """YOSO-E forward + backward: streaming Triton kernels vs the PyTorch reference (fp32, TF32 off)."""
+    from kernels.yoso.expectation import yoso_e_triton
+    from kernels.yoso.reference import yoso_e_ref
+
+    q, k = (torch.nn.functional.normalize(t, dim=-1).contiguous() for t in (q, k))  # (BH, L, d) unit rows
+    res = {}
+    for mode in ("surrogate", "exact"):
+        def step(fn, mode=mode):
+            args = [t.detach().requires_grad_(True) for t in (q, k, v)]
+            out = fn(*args, mask, mask, tau, mode)
+            out.backward(grad)
+            return out
+
+        with torch.no_grad():
+            diff = yoso_e_triton(q, k, v, mask, mask, tau, mode) - yoso_e_ref(q, k, v, mask, mask, tau, mode)
+        key = f"yoso_e_{mode}"
+        res[f"{key}_fwd_max_abs_diff"] = float(diff.abs().max())
+        for impl, fn in (("triton", yoso_e_triton), ("reference", yoso_e_ref)):
+            res[f"{key}_{impl}_ms"] = _time(lambda fn=fn: step(fn), iters, warmup)
+            res[f"{key}_{impl}_peak_mib"] = _peak(lambda fn=fn: step(fn))
+        res[f"{key}_ratio_triton_over_reference"] = res[f"{key}_triton_ms"] / res[f"{key}_reference_ms"]
+        print(f"YOSO-E fwd+bwd ({mode}, BH={q.shape[0]} L={q.shape[1]} d={q.shape[2]} tau={tau}): "
+              f"triton {res[f'{key}_triton_ms']:8.3f} ms ({res[f'{key}_triton_peak_mib']:8.1f} MiB) | "
+              f"reference {res[f'{key}_reference_ms']:8.3f} ms ({res[f'{key}_reference_peak_mib']:8.1f} MiB) | "
+              f"triton/reference {res[f'{key}_ratio_triton_over_reference']:5.2f}x | "
+              f"max|out diff| {res[f'{key}_fwd_max_abs_diff']:.2e}")
+    return res
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", type=int, default=32)
@@ -87,6 +120,7 @@ def main(argv=None) -> int:
     ap.add_argument("--hf-src", default=None, help="directory with HF 4.x kernels/yoso sources")
     ap.add_argument("--build-dir", default=".gpu/yoso_build")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--no-yoso-e", action="store_true", help="skip the YOSO-E streaming-kernel timings")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         sys.exit("bench_yoso.py needs CUDA: it times the Triton kernels against HF's CUDA kernels. On CPU, run "
@@ -177,6 +211,8 @@ def main(argv=None) -> int:
             line += (f" | HF {res[f'{part}_hf_ms']:8.3f} ms ({res[f'{part}_hf_peak_mib']:8.1f} MiB)"
                      f" | ours/HF {ratio:5.2f}x")
         print(line)
+    if not args.no_yoso_e:
+        res.update(_bench_yoso_e(q[..., :d], k[..., :d], v, grad, mask_b, tau, it, wu))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))
     return 0 if all(math.isfinite(x) for x in res.values() if isinstance(x, float)) else 1

@@ -5,7 +5,9 @@ Both backends, per head (``shared/reference/models.md`` §4):
 1. q, k are L2-normalised per row (fp32 whatever the input dtype; fp64 stays fp64);
 2. cumulation: ``yoso_e`` computes ``E·V`` with ``E_ij = (1 − arccos(q̂_i·k̂_j)/π)^τ`` (the collision
    probability of a τ-bit SimHash code); ``yoso`` samples it with ``num_hash`` τ-bit fast-hash codes,
-   ``out_i = (1/H) Σ_h Σ_{j: code_h(k_j) = code_h(q_i)} v_j`` — an estimate of ``E·V`` (see below);
+   ``out_i = (1/H) Σ_h Σ_{j: code_h(k_j) = code_h(q_i)} v_j`` — an estimate of ``E·V`` (see below).
+   Each has ``impl: auto | reference | triton``: ``yoso_e``'s Triton path streams over key tiles without
+   forming E (:mod:`kernels.yoso.expectation`), ``yoso``'s hashes and bucket-sums (:mod:`kernels.yoso.kernel`);
 3. each output row is L2-normalised (no softmax denominator); optionally ``+ Conv2d(H, H, (w, 1))`` over
    ``V·mask`` (depthwise along the sequence, ``conv_window`` w odd, no bias) — both as HF/mlpen;
 4. the result is cast back to v's dtype.
@@ -113,11 +115,18 @@ class _YosoBase(AttentionBackend):
 @register_attention("yoso_e")
 class YosoEAttention(_YosoBase):
     """YOSO-E: the expectation of YOSO's sampling, ``E·V`` with ``E = (1 − arccos(q̂·k̂)/π)^τ``; O(L²) work.
-    Memory: with the surrogate backward, E (B·H·L² fp32) is kept for the backward when it fits 256 MiB (HF
-    keeps it always); larger problems and ``backward: exact`` work in query chunks and recompute E.
+
+    ``impl: reference`` (:class:`kernels.yoso.reference.YosoExpectation`): with the surrogate backward, E
+    (B·H·L² fp32) is kept for the backward when it fits 256 MiB (HF keeps it always); larger problems and
+    ``backward: exact`` work in query chunks and recompute E. ``impl: triton``
+    (:mod:`kernels.yoso.expectation`): streaming kernels that never form E (O(L·d) memory), recomputing it
+    tile by tile in the backward; fp32 arithmetic, fp32/bf16/fp16 inputs, head dims ≤ 256. ``auto`` picks
+    triton on CUDA when Triton is importable (and the input is not fp64), the reference otherwise;
+    ``impl_used`` records which one the last forward ran. An explicit ``triton`` that cannot run (CPU without
+    TRITON_INTERPRET=1, fp64) is refused with the reason.
 
     Options: ``hash_code_len`` τ (the exponent), ``backward`` ``surrogate`` (paper/HF: ∂E/∂s ≈ (τ/2)·E) or
-    ``exact``, ``conv_window`` (odd int or null), ``dropout`` (must be 0.0).
+    ``exact``, ``impl``, ``conv_window`` (odd int or null), ``dropout`` (must be 0.0).
     """
 
     capabilities = Capabilities(exact=False, notes=("YOSO-E: deterministic expectation of the LSH sampler",
@@ -125,25 +134,59 @@ class YosoEAttention(_YosoBase):
     reference = None
 
     def __init__(self, *, num_heads: int, head_dim: int, max_len: int, hash_code_len: int = 12,
-                 backward: str = "surrogate", conv_window: int | None = None, dropout: float = 0.0):
+                 backward: str = "surrogate", impl: str = "auto", conv_window: int | None = None,
+                 dropout: float = 0.0):
         super().__init__(num_heads=num_heads, head_dim=head_dim, hash_code_len=hash_code_len,
                          conv_window=conv_window, dropout=dropout)
         if backward not in BACKWARD_MODES:
             raise ValueError(f"backward={backward!r}; choose one of {BACKWARD_MODES}")
-        self.backward_mode = backward
+        if impl not in ("auto",) + IMPLS:
+            raise ValueError(f"impl={impl!r}; choose auto, reference or triton")
+        self.backward_mode, self.impl = backward, impl
+        self.impl_used: str | None = None
+
+    def _resolve_impl(self, q: torch.Tensor) -> str:
+        if self.impl != "auto":
+            return self.impl
+        if q.device.type == "cuda" and q.dtype != torch.float64 and triton_unavailable_reason(q.device) is None:
+            return "triton"
+        return "reference"
+
+    def not_supported_reasons(self, q):
+        reasons = super().not_supported_reasons(q)
+        if self._resolve_impl(q) == "triton":
+            why = triton_unavailable_reason(q.device)
+            if why:
+                reasons.append(f"impl=triton: {why}")
+            else:
+                from kernels.yoso.expectation import MAX_DIM
+                if q.shape[-1] > MAX_DIM:
+                    reasons.append(f"the YOSO-E Triton kernels take head dims ≤ {MAX_DIM}, got {q.shape[-1]} "
+                                   "(use impl=reference)")
+            if q.dtype == torch.float64:
+                reasons.append("the YOSO-E Triton kernels take fp32/bf16/fp16, not fp64 (use impl=reference)")
+        return reasons
 
     def cumulation(self, q, k, v, key_padding_mask=None):
         """Unnormalised ``E·V`` (B, H, L, dv) in fp32 (fp64 for fp64 inputs); masked query rows are 0."""
+        self.check(q)
         B, H, L, d = q.shape
         Lk, dv = k.shape[2], v.shape[-1]
+        impl = self._resolve_impl(q)
         qn, kn = self._unit_qk(q, k)
         m = _flat_mask(key_padding_mask, H)
-        out = YosoExpectation.apply(qn.reshape(B * H, L, d), kn.reshape(B * H, Lk, d), v.reshape(B * H, Lk, dv),
-                                    m, m, self.hash_code_len, self.backward_mode)
+        qf, kf, vf = qn.reshape(B * H, L, d), kn.reshape(B * H, Lk, d), v.reshape(B * H, Lk, dv)  # (B·H, L, ·)
+        if impl == "triton":
+            from kernels.yoso.expectation import yoso_e_triton  # imports Triton and registers lra:: ops
+            out = yoso_e_triton(qf, kf, vf, m, m, self.hash_code_len, self.backward_mode)  # v read in its dtype
+        else:
+            out = YosoExpectation.apply(qf, kf, vf, m, m, self.hash_code_len, self.backward_mode)
+        self.impl_used = impl
         return out.reshape(B, H, L, dv)
 
     def extra_repr(self):
-        return f"hash_code_len={self.hash_code_len}, backward={self.backward_mode}, conv={self.conv is not None}"
+        return (f"hash_code_len={self.hash_code_len}, backward={self.backward_mode}, impl={self.impl}, "
+                f"conv={self.conv is not None}")
 
 
 @register_attention("yoso")
