@@ -106,6 +106,19 @@ def _expectation(s, TAU: tl.constexpr, EXACT: tl.constexpr):
     return e, de
 
 
+@triton.jit
+def _keep_rows(m_ptr, offs, stride, in_range):
+    """Rows that exist and are real tokens (mask != 0); masked and out-of-range rows are never read."""
+    return in_range & (tl.load(m_ptr + offs * stride, mask=in_range, other=0) != 0)
+
+
+@triton.jit
+def _load_tile(ptr, rows, s_row, cols, s_col, row_ok, col_ok):
+    """A (rows, cols) tile as fp32; zeros where the row is not kept or the column is past the width."""
+    return tl.load(ptr + rows[:, None] * s_row + cols[None, :] * s_col, mask=row_ok[:, None] & col_ok[None, :],
+                   other=0.0).to(tl.float32)
+
+
 # ----------------------------------------------------------------------------------------- kernels
 @triton.jit
 def _yoso_e_fwd_kernel(q_ptr, k_ptr, v_ptr, qm_ptr, km_ptr, o_ptr,
@@ -122,18 +135,15 @@ def _yoso_e_fwd_kernel(q_ptr, k_ptr, v_ptr, qm_ptr, km_ptr, o_ptr,
     offs_c = tl.arange(0, BLOCK_DV)
     in_d, in_c = offs_d < D, offs_c < DV
     in_m = offs_m < Lq
-    q_keep = in_m & (tl.load(qm_ptr + bh * sqm_b + offs_m * sqm_l, mask=in_m, other=0) != 0)
-    q = tl.load(q_ptr + bh * sq_b + offs_m[:, None] * sq_l + offs_d[None, :] * sq_d,
-                mask=q_keep[:, None] & in_d[None, :], other=0.0).to(tl.float32)  # (BLOCK_M, BLOCK_D)
+    q_keep = _keep_rows(qm_ptr + bh * sqm_b, offs_m, sqm_l, in_m)
+    q = _load_tile(q_ptr + bh * sq_b, offs_m, sq_l, offs_d, sq_d, q_keep, in_d)  # (BLOCK_M, BLOCK_D)
     acc = tl.zeros((BLOCK_M, BLOCK_DV), dtype=tl.float32)
     for n0 in range(0, Lk, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         in_n = offs_n < Lk
-        k_keep = in_n & (tl.load(km_ptr + bh * skm_b + offs_n * skm_l, mask=in_n, other=0) != 0)
-        k = tl.load(k_ptr + bh * sk_b + offs_n[:, None] * sk_l + offs_d[None, :] * sk_d,
-                    mask=k_keep[:, None] & in_d[None, :], other=0.0).to(tl.float32)  # (BLOCK_N, BLOCK_D)
-        v = tl.load(v_ptr + bh * sv_b + offs_n[:, None] * sv_l + offs_c[None, :] * sv_d,
-                    mask=k_keep[:, None] & in_c[None, :], other=0.0).to(tl.float32)  # (BLOCK_N, BLOCK_DV)
+        k_keep = _keep_rows(km_ptr + bh * skm_b, offs_n, skm_l, in_n)
+        k = _load_tile(k_ptr + bh * sk_b, offs_n, sk_l, offs_d, sk_d, k_keep, in_d)  # (BLOCK_N, BLOCK_D)
+        v = _load_tile(v_ptr + bh * sv_b, offs_n, sv_l, offs_c, sv_d, k_keep, in_c)  # (BLOCK_N, BLOCK_DV)
         s = tl.dot(q, tl.trans(k), input_precision="ieee")  # (BLOCK_M, BLOCK_N)
         e, _ = _expectation(s, TAU, False)
         acc += tl.dot(e, v, input_precision="ieee")  # masked keys have v = 0
@@ -157,20 +167,16 @@ def _yoso_e_bwd_dq_kernel(q_ptr, k_ptr, v_ptr, g_ptr, qm_ptr, km_ptr, dq_ptr,
     offs_c = tl.arange(0, BLOCK_DV)
     in_d, in_c = offs_d < D, offs_c < DV
     in_m = offs_m < Lq
-    q_keep = in_m & (tl.load(qm_ptr + bh * sqm_b + offs_m * sqm_l, mask=in_m, other=0) != 0)
-    q = tl.load(q_ptr + bh * sq_b + offs_m[:, None] * sq_l + offs_d[None, :] * sq_d,
-                mask=q_keep[:, None] & in_d[None, :], other=0.0).to(tl.float32)  # (BLOCK_M, BLOCK_D)
-    g = tl.load(g_ptr + bh * sg_b + offs_m[:, None] * sg_l + offs_c[None, :] * sg_d,
-                mask=q_keep[:, None] & in_c[None, :], other=0.0).to(tl.float32)  # (BLOCK_M, BLOCK_DV)
+    q_keep = _keep_rows(qm_ptr + bh * sqm_b, offs_m, sqm_l, in_m)
+    q = _load_tile(q_ptr + bh * sq_b, offs_m, sq_l, offs_d, sq_d, q_keep, in_d)  # (BLOCK_M, BLOCK_D)
+    g = _load_tile(g_ptr + bh * sg_b, offs_m, sg_l, offs_c, sg_d, q_keep, in_c)  # (BLOCK_M, BLOCK_DV)
     acc = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
     for n0 in range(0, Lk, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         in_n = offs_n < Lk
-        k_keep = in_n & (tl.load(km_ptr + bh * skm_b + offs_n * skm_l, mask=in_n, other=0) != 0)
-        k = tl.load(k_ptr + bh * sk_b + offs_n[:, None] * sk_l + offs_d[None, :] * sk_d,
-                    mask=k_keep[:, None] & in_d[None, :], other=0.0).to(tl.float32)  # (BLOCK_N, BLOCK_D)
-        v = tl.load(v_ptr + bh * sv_b + offs_n[:, None] * sv_l + offs_c[None, :] * sv_d,
-                    mask=k_keep[:, None] & in_c[None, :], other=0.0).to(tl.float32)  # (BLOCK_N, BLOCK_DV)
+        k_keep = _keep_rows(km_ptr + bh * skm_b, offs_n, skm_l, in_n)
+        k = _load_tile(k_ptr + bh * sk_b, offs_n, sk_l, offs_d, sk_d, k_keep, in_d)  # (BLOCK_N, BLOCK_D)
+        v = _load_tile(v_ptr + bh * sv_b, offs_n, sv_l, offs_c, sv_d, k_keep, in_c)  # (BLOCK_N, BLOCK_DV)
         s = tl.dot(q, tl.trans(k), input_precision="ieee")  # (BLOCK_M, BLOCK_N)
         _, de = _expectation(s, TAU, EXACT)
         w = tl.dot(g, tl.trans(v), input_precision="ieee") * de  # (G Vᵀ) ⊙ ∂E/∂s; 0 at masked keys
@@ -196,21 +202,17 @@ def _yoso_e_bwd_dkdv_kernel(q_ptr, k_ptr, v_ptr, g_ptr, qm_ptr, km_ptr, dk_ptr, 
     offs_c = tl.arange(0, BLOCK_DV)
     in_d, in_c = offs_d < D, offs_c < DV
     in_n = offs_n < Lk
-    k_keep = in_n & (tl.load(km_ptr + bh * skm_b + offs_n * skm_l, mask=in_n, other=0) != 0)
-    k = tl.load(k_ptr + bh * sk_b + offs_n[:, None] * sk_l + offs_d[None, :] * sk_d,
-                mask=k_keep[:, None] & in_d[None, :], other=0.0).to(tl.float32)  # (BLOCK_N, BLOCK_D)
-    v = tl.load(v_ptr + bh * sv_b + offs_n[:, None] * sv_l + offs_c[None, :] * sv_d,
-                mask=k_keep[:, None] & in_c[None, :], other=0.0).to(tl.float32)  # (BLOCK_N, BLOCK_DV)
+    k_keep = _keep_rows(km_ptr + bh * skm_b, offs_n, skm_l, in_n)
+    k = _load_tile(k_ptr + bh * sk_b, offs_n, sk_l, offs_d, sk_d, k_keep, in_d)  # (BLOCK_N, BLOCK_D)
+    v = _load_tile(v_ptr + bh * sv_b, offs_n, sv_l, offs_c, sv_d, k_keep, in_c)  # (BLOCK_N, BLOCK_DV)
     acc_k = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
     acc_v = tl.zeros((BLOCK_N, BLOCK_DV), dtype=tl.float32)
     for m0 in range(0, Lq, BLOCK_M):
         offs_m = m0 + tl.arange(0, BLOCK_M)
         in_m = offs_m < Lq
-        q_keep = in_m & (tl.load(qm_ptr + bh * sqm_b + offs_m * sqm_l, mask=in_m, other=0) != 0)
-        q = tl.load(q_ptr + bh * sq_b + offs_m[:, None] * sq_l + offs_d[None, :] * sq_d,
-                    mask=q_keep[:, None] & in_d[None, :], other=0.0).to(tl.float32)  # (BLOCK_M, BLOCK_D)
-        g = tl.load(g_ptr + bh * sg_b + offs_m[:, None] * sg_l + offs_c[None, :] * sg_d,
-                    mask=q_keep[:, None] & in_c[None, :], other=0.0).to(tl.float32)  # (BLOCK_M, BLOCK_DV)
+        q_keep = _keep_rows(qm_ptr + bh * sqm_b, offs_m, sqm_l, in_m)
+        q = _load_tile(q_ptr + bh * sq_b, offs_m, sq_l, offs_d, sq_d, q_keep, in_d)  # (BLOCK_M, BLOCK_D)
+        g = _load_tile(g_ptr + bh * sg_b, offs_m, sg_l, offs_c, sg_d, q_keep, in_c)  # (BLOCK_M, BLOCK_DV)
         st = tl.dot(k, tl.trans(q), input_precision="ieee")  # (BLOCK_N, BLOCK_M) = sᵀ
         et, det = _expectation(st, TAU, EXACT)
         acc_v += tl.dot(et, g, input_precision="ieee")  # masked queries have g = 0

@@ -18,37 +18,13 @@ pytest.importorskip("triton", reason="triton is not installed; the YOSO Triton k
 
 from kernels.yoso import kernel as K  # noqa: E402
 from kernels.yoso import reference as R  # noqa: E402
+from kernel_checks import assert_within as _assert_within  # noqa: E402
+from kernel_checks import masks as _masks  # noqa: E402
+from kernel_checks import nan_pad as _nan_pad  # noqa: E402
 from kernels.yoso.function import LSHCumulation, fast_hash, triton_unavailable_reason, yoso_lsh  # noqa: E402
 
 _cpu_reason = triton_unavailable_reason("cpu")
 needs_interp = pytest.mark.skipif(_cpu_reason is not None, reason=f"CPU Triton tests: {_cpu_reason}")
-
-
-def _masks(BH, L, device="cpu"):
-    """Row 0 all real, row 1 suffix-padded, row 2 fully padded, further rows random."""
-    m = torch.ones(BH, L, dtype=torch.bool, device=device)
-    if BH > 1:
-        m[1, max(1, L // 2):] = False
-    if BH > 2:
-        m[2] = False
-    if BH > 3:
-        m[3:] = torch.rand(BH - 3, L, device=device) > 0.3
-    return m
-
-
-def _nan_pad(x, mask):
-    """Fill padded rows with NaN: a kernel that reads them poisons its output."""
-    return torch.where(mask[..., None], x, torch.full((), float("nan"), dtype=x.dtype, device=x.device))
-
-
-def _assert_within(got, ref_low, gold, name, rel_atol=1e-6):
-    gold = gold.double()
-    assert torch.isfinite(got).all(), f"{name}: non-finite values"
-    err_got = (got.double() - gold).abs().max().item()
-    err_ref = (ref_low.double() - gold).abs().max().item()
-    atol = rel_atol * max(1.0, gold.abs().max().item())
-    assert err_got <= 2 * err_ref + atol, \
-        f"{name}: kernel error {err_got:.3e} > 2 x reference {err_ref:.3e} + {atol:.1e}"
 
 
 # ----------------------------------------------------------------------------------------- reference vs closed forms

@@ -21,40 +21,15 @@ import triton.language as tl  # noqa: E402
 
 from kernels.yoso import expectation as X  # noqa: E402
 from kernels.yoso import reference as R  # noqa: E402
+from kernel_checks import assert_within as _assert_within  # noqa: E402
+from kernel_checks import masks as _masks  # noqa: E402
+from kernel_checks import nan_pad as _nan_pad  # noqa: E402
 from kernels.yoso.function import triton_unavailable_reason  # noqa: E402
 from models.attention import BackendUnsupported, build_attention  # noqa: E402
 
 _cpu_reason = triton_unavailable_reason("cpu")
 needs_interp = pytest.mark.skipif(_cpu_reason is not None, reason=f"CPU Triton tests: {_cpu_reason}")
 MODES = ("surrogate", "exact")
-
-
-def _masks(BH, L, device="cpu", seed=0):
-    """Row 0 all real, row 1 suffix-padded, row 2 fully padded, further rows random."""
-    g = torch.Generator().manual_seed(seed)
-    m = torch.ones(BH, L, dtype=torch.bool)
-    if BH > 1:
-        m[1, max(1, L // 2):] = False
-    if BH > 2:
-        m[2] = False
-    if BH > 3:
-        m[3:] = torch.rand(BH - 3, L, generator=g) > 0.3
-    return m.to(device)
-
-
-def _nan_pad(x, mask):
-    """Fill padded rows with NaN: a kernel that reads them poisons its output."""
-    return torch.where(mask[..., None], x, torch.full((), float("nan"), dtype=x.dtype, device=x.device))
-
-
-def _assert_within(got, ref_low, gold, name, rel_atol=1e-6):
-    gold = gold.double()
-    assert torch.isfinite(got).all(), f"{name}: non-finite values"
-    err_got = (got.double() - gold).abs().max().item()
-    err_ref = (ref_low.double() - gold).abs().max().item()
-    atol = rel_atol * max(1.0, gold.abs().max().item())
-    assert err_got <= 2 * err_ref + atol, \
-        f"{name}: kernel error {err_got:.3e} > 2 x reference {err_ref:.3e} + {atol:.1e}"
 
 
 def _case(BH, Lq, Lk, d, dv, device="cpu", dtype=torch.float32, q_mask=None, k_mask=None, seed=0):
