@@ -4,7 +4,7 @@ Hydra config (``experiment=smoke``, ListOps shapes).
 
 CI traces every family with the ``aot_eager`` backend (Dynamo capture + AOTAutograd: what breaks under
 compile — data-dependent Python control flow, unsupported ops, autograd.Functions — breaks there too) and
-runs inductor, the backend ``trainer.compile`` uses, on two families; the inductor matrix is in the slow set
+runs inductor, the backend ``trainer.compile`` uses, on two families and once through the trainer; the inductor matrix is in the slow set
 (C++ code generation takes 5-50 s per family on a CPU) and in the GPU set.
 """
 from __future__ import annotations
@@ -93,3 +93,13 @@ def test_every_family_compiles_with_inductor(model, attention, smoke_cfg):
 @pytest.mark.parametrize("model,attention", FAMILIES, ids=lambda x: str(x))
 def test_every_family_compiles_on_cuda(model, attention, smoke_cfg):
     _check(smoke_cfg, model, attention, "inductor", device="cuda")
+
+
+def test_trainer_compile_end_to_end(smoke_cfg, tmp_path):
+    """run.py's path with trainer.compile=true: train, pick the best checkpoint (its keys carry the compiled
+    wrapper's prefix) and test it."""
+    from lra.train import train
+    record = train(smoke_cfg("trainer.compile=true", "logger=none", "trainer.max_steps=4", "trainer.val_check_interval=2",
+                             "loader.limit_train=32", "loader.limit_val=8", "loader.limit_test=8"), tmp_path / "run")
+    assert record["metrics"]["train/steps"] == 4 and 0.0 <= record["metrics"]["test/acc"] <= 1.0
+    assert record["config"]["trainer"]["compile"] is True
