@@ -192,7 +192,7 @@ def test_dropout_train_vs_eval():
 @pytest.mark.parametrize("p", [0.1, 0.5, 1.0])
 def test_chunked_cpu_dropout_is_inverted_bernoulli(p):
     """The CPU score dropout (uniform >= p): zeros with probability p, survivors scaled by 1/(1-p)."""
-    from models.attention.longformer import _dropout
+    from models.attention.base import dropout as _dropout
     torch.manual_seed(0)
     x = torch.full((4, 250_000), 2.0, requires_grad=True)
     y = _dropout(x, p)

@@ -81,3 +81,26 @@ def test_backward_and_shapes(pos_emb):
     assert out.shape == (3, 10)
     out.sum().backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad and p.grad is not None)
+
+
+def test_cpu_dropout_is_inverted_bernoulli_and_seedable():
+    """encoder.Dropout draws its CPU mask as uniform >= p: keep rate 1 - p, survivors scaled by 1/(1 - p),
+    the same mask for the same seed, identity in eval and at p = 0."""
+    from models.encoder import Dropout
+    drop = Dropout(0.25).train()
+    x = torch.ones(400, 500)
+    torch.manual_seed(3)
+    a = drop(x)
+    torch.manual_seed(3)
+    b = drop(x)
+    assert torch.equal(a, b)
+    vals = set(torch.unique(a).tolist())
+    assert vals <= {0.0, torch.tensor(1.0 / 0.75).item()}  # 1/(1 - p) in fp32
+    keep = (a != 0).double().mean().item()
+    assert abs(keep - 0.75) < 4 * (0.75 * 0.25 / x.numel()) ** 0.5
+    y = torch.randn(3, 4, requires_grad=True)
+    torch.manual_seed(0)
+    out = drop(y)
+    out.sum().backward()
+    torch.testing.assert_close(y.grad, (out != 0).float() / 0.75)
+    assert drop.eval()(x) is x and Dropout(0.0).train()(x) is x

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 
 from models.attention.base import (AttentionBackend, BackendUnsupported, Capabilities, register_attention,
                                    unmask_empty_rows, zero_fully_masked_rows)
+from models.attention.base import dropout as cpu_friendly_dropout
 from models.attention.flex import dense_mask, masked_attention
 from models.attention.math import softmax_attention_ref
 
@@ -57,22 +58,6 @@ _NEG = -1e10
 # batched matmuls efficient. Measured on CPU (r 1/2/4/8, min block 32/64/128; L 1K and 4K): r = 4, 64 best.
 _BAND_SPLIT = 4
 _MIN_BLOCK = 64
-
-
-def _dropout(x: torch.Tensor, p: float) -> torch.Tensor:
-    """Attention-weight dropout of the chunked scores: ``F.dropout`` (inverted, keep with probability 1 − p).
-
-    CPU: the same distribution drawn as ``uniform ≥ p``. ATen's CPU ``bernoulli_(1 − p)`` inside F.dropout
-    is serial and costs ~2x a (also serial) ``uniform_`` per element, and on the (B, H, L/c, c, G + span)
-    scores it is the largest single cost of a CPU training step (L 4K, w 512, per layer: F.dropout forward +
-    backward 28 ms, 23 of them in bernoulli_; this: 15 ms, 12 in uniform_). Which weights are dropped for a
-    given seed is an implementation detail either way: it already depends on the block layout, and the
-    ``reference``/``flex`` paths draw differently or not at all. GPU: F.dropout (fused kernel).
-    """
-    if x.device.type != "cpu" or p >= 1.0:
-        return F.dropout(x, p=p)
-    keep = torch.rand_like(x).ge_(p).mul_(1.0 / (1.0 - p))  # U[0, 1) ≥ p with probability 1 − p, in place
-    return x * keep
 
 
 def band_sides(window: int, convention: str = "hf") -> tuple[int, int]:
@@ -244,7 +229,7 @@ class LongformerAttentionBase(AttentionBackend):
         # which is done on the (L, d) output below.
         probs = torch.softmax(logits.masked_fill_(hidden, _NEG), dim=-1)
         if p > 0.0:
-            probs = _dropout(probs, p)
+            probs = cpu_friendly_dropout(probs, p)
         out = torch.matmul(probs.to(v.dtype), vb)  # (B, H, nb, c, d)
         row_ok = ~hidden.all(dim=-1, keepdim=True)  # (B, 1, nb, c, 1)
         out = torch.where(row_ok, out, torch.zeros((), dtype=out.dtype, device=dev))

@@ -18,9 +18,14 @@ as mlpen's LRA harness does; the (m, m) Newton–Schulz pseudo-inverse diverges 
 
 CPU-specific choices (profiled on 2 cores, L 1K-4K, H 2, d 32; on GPU these keep the original calls): the
 depthwise conv runs as block-Toeplitz GEMMs instead of oneDNN's slow (K, 1) depthwise kernel
-(:func:`depthwise_seq_conv`); all-True masks are not passed to SDPA (:func:`_drop_if_all`). SDPA itself
-stays: on CPU it is as fast as or faster than matmul + softmax for both (m, N) and (N, m) shapes. The
-pseudo-inverse iteration uses half the ops (:func:`iterative_pinv`) on every device.
+(:func:`depthwise_seq_conv`); an all-True mask is dropped on entry (:func:`_drop_if_all`), so the mask-free
+path runs (no mask multiplies, fills or SDPA masks; same values). SDPA itself stays: on CPU it is as fast as
+or faster than matmul + softmax for both (m, N) and (N, m) shapes (fwd + bwd at N 4K: 2.0 / 1.8 ms against
+3.3 / 2.6 ms). The pseudo-inverse iteration uses half the ops (:func:`iterative_pinv`) on every device; in
+eager CPU training the landmark kernel, the pseudo-inverse and W are one autograd node with a hand-written
+backward (:class:`_LandmarkCore`: the same values and gradients). Those (m, m) ops remain the largest single
+cost of the attention at L 1K (~1.3 ms of ~4 ms per layer, forward + backward, within a training step): the
+pseudo-inverse alone is 72 dependent GEMMs of 64 x 64 x 64 (B·H = 2; 75 MFLOP) per layer.
 
 Options (``conf/attention/nystrom.yaml``):
 
@@ -67,15 +72,14 @@ _NEG = -1e10  # finite mask value, as LRA
 def _drop_if_all(mask: torch.Tensor | None) -> torch.Tensor | None:
     """CPU: None for an all-True mask (same result; the CPU SDPA kernel is ~10 % faster without one). On GPU
     the mask is kept: the check would synchronise."""
-    if mask is not None and mask.device.type == "cpu" and bool(mask.all()):
+    if (mask is not None and mask.device.type == "cpu" and not torch.compiler.is_compiling()
+            and bool(mask.all())):
         return None
     return mask
 
 
-def iterative_pinv(a: torch.Tensor, iterations: int = 6, init: str = "exact") -> torch.Tensor:
-    """Newton–Schulz-type pseudo-inverse of a batch of (m, m) matrices ``a`` (..., m, m) with nonnegative
-    entries (softmax rows). ``init``: ``exact`` = per-matrix max column sum, ``original`` = one max over the
-    whole tensor (mlpen/HF). Run it in fp32 or fp64."""
+def _pinv_init(a: torch.Tensor, init: str) -> torch.Tensor:
+    """Z₀ = Aᵀ / c for the Newton–Schulz pseudo-inverse (see :func:`iterative_pinv`)."""
     if init not in PINV_INITS:
         raise ValueError(f"pinv_init={init!r}; choose one of {PINV_INITS}")
     col_sums = a.sum(dim=-2)  # (..., m)
@@ -83,7 +87,15 @@ def iterative_pinv(a: torch.Tensor, iterations: int = 6, init: str = "exact") ->
         c = col_sums.max()
     else:
         c = col_sums.amax(dim=-1)[..., None, None]  # (..., 1, 1)
-    z = a.transpose(-1, -2) / c.clamp_min(torch.finfo(a.dtype).tiny)  # all-zero A (no landmark) -> Z = 0
+    return a.transpose(-1, -2) / c.clamp_min(torch.finfo(a.dtype).tiny)  # all-zero A (no landmark) -> Z = 0
+
+
+def iterative_pinv(a: torch.Tensor, iterations: int = 6, init: str = "exact") -> torch.Tensor:
+    """Newton–Schulz-type pseudo-inverse of a batch of (m, m) matrices ``a`` (..., m, m) with nonnegative
+    entries (softmax rows). ``init``: ``exact`` = per-matrix max column sum, ``original`` = one max over the
+    whole tensor (mlpen/HF). Run it in fp32 or fp64. Differentiated by autograd (the readable reference;
+    the eager CPU backend runs the same iteration inside :class:`_LandmarkCore`, with a hand-written backward)."""
+    z = _pinv_init(a, init)
     # Z <- ¼ Z (13I − AZ(15I − AZ(7I − AZ))) on (batch, m, m) with the "kI − AZ·X" steps as one baddbmm each
     # and ¼ applied after the product (exact: a power of two): 5 ops per iteration instead of 10. The
     # matrices are tiny (m = 64): per-op overhead, not FLOPs, is what this costs.
@@ -98,7 +110,120 @@ def iterative_pinv(a: torch.Tensor, iterations: int = 6, init: str = "exact") ->
     return z.reshape(*lead, m, m)
 
 
-_CONV_BLOCK = 64  # CPU depthwise conv: output rows per Toeplitz block (at least K − 1)
+def _ns_forward(a: torch.Tensor, z: torch.Tensor, iterations: int):
+    """The :func:`iterative_pinv` iterations on (n, m, m) from Z₀ = ``z``, keeping what the backward needs.
+
+    Per iteration (X = A·Zₖ; ¼ folded into the last GEMM's alpha and the kI into beta, exact as powers of two
+    and small integers)::
+
+        U = 7I − X;  P = 15I − X·U;  T = ¼(13I − X·P);  Zₖ₊₁ = Zₖ·T
+
+    Returns (Z, [Zₖ, X, U, P, T per iteration])."""
+    eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+    e7 = 7 * eye
+    saved = []
+    for _ in range(iterations):
+        x = torch.bmm(a, z)
+        u = e7 - x
+        p = torch.baddbmm(eye, x, u, beta=15, alpha=-1)  # 15I − X·U
+        t = torch.baddbmm(eye, x, p, beta=3.25, alpha=-0.25)  # ¼(13I − X·P)
+        saved += [z, x, u, p, t]
+        z = torch.bmm(z, t)
+    return z, saved
+
+
+def _ns_backward(a: torch.Tensor, saved: list, g: torch.Tensor):
+    """Reverse mode of :func:`_ns_forward`: G = ∂/∂Z -> (∂A, ∂Z₀). With G = ∂/∂Zₖ₊₁, D = ¼·Zₖᵀ·G, S = Xᵀ·D::
+
+        ∂X = S·Uᵀ − D·Pᵀ − Xᵀ·S;   ∂A += ∂X·Zₖᵀ;   ∂Zₖ = G·Tᵀ + Aᵀ·∂X
+
+    8 GEMMs per iteration; ∂A is None when there are no iterations."""
+    da = None
+    for i in range(len(saved) - 5, -1, -5):
+        z, x, u, p, t = saved[i:i + 5]
+        d = torch.bmm(z.mT, g).mul_(0.25)  # ¼ ∂T
+        s = torch.bmm(x.mT, d)  # −∂P
+        dx = torch.bmm(s, u.mT)
+        dx.baddbmm_(d, p.mT, alpha=-1)
+        dx.baddbmm_(x.mT, s, alpha=-1)  # ∂U = Xᵀ·S enters ∂X with a minus sign
+        da = torch.bmm(dx, z.mT) if da is None else da.baddbmm_(dx, z.mT)
+        g = torch.bmm(g, t.mT).baddbmm_(a.mT, dx)
+    return da, g
+
+
+class _LandmarkCore(torch.autograd.Function):
+    """W = pinv(A)·(Bm·V) with A = :func:`_landmark_kernel` and the :func:`iterative_pinv` iteration, as one
+    autograd node with a hand-written backward (the eager CPU path of :class:`NystromAttention`).
+
+    The forward runs the same ops as the readable path (kernel -> init -> iterations -> GEMM); the backward is
+    the exact reverse-mode derivative of those ops (of the 6 iterations, not of the true pseudo-inverse):
+    Newton–Schulz by :func:`_ns_backward`, then the init Z₀ = Aᵀ/c (c = max column sum, its gradient split
+    evenly over tied maxima as autograd does), the landmark masks, the softmax and the 1/√d logits. Gradients
+    equal autograd's up to fp rounding (fp64: 1e-10 relative); forward values are the same (fp32 CPU runs
+    matched bitwise). Why: at m = 64, B·H = 2 these are ~120 ops on (m, m) matrices whose cost is per-op and
+    per-autograd-node overhead; one node and a leaner backward cut kernel + pseudo-inverse + W forward +
+    backward from 1.12 to 1.00 ms (pseudo-inverse alone: 1.02 -> 0.91 ms; 2 threads). Not twice differentiable.
+
+    q_l, k_l, bm_v: (B, H, m, d); lm_ok: (B, m) bool or None (every landmark non-empty) -> (B, H, m, d).
+    """
+
+    @staticmethod
+    def forward(ctx, q_l, k_l, bm_v, lm_ok, iterations: int, init: str):
+        B, H, m, d = q_l.shape
+        ql, kl, bv = q_l.reshape(-1, m, d), k_l.reshape(-1, m, d), bm_v.reshape(-1, m, d)
+        logits = torch.bmm(ql, kl.mT).div_(math.sqrt(d))  # (n, m, m), n = B·H
+        okf = masked = None
+        if lm_ok is not None:
+            masked = ~lm_ok[:, None, None, :].expand(B, H, 1, m).reshape(-1, 1, m)  # (n, 1, m) empty landmark keys
+            logits.masked_fill_(masked, _NEG)
+            okf = (lm_ok[:, None, :] & lm_ok[:, :, None]).to(q_l.dtype)  # (B, m, m): row and column non-empty
+            okf = okf[:, None].expand(B, H, m, m).reshape(-1, m, m)
+        sm = torch.softmax(logits, dim=-1)
+        a = sm if okf is None else sm * okf
+        col_sums = a.sum(dim=-2)  # (n, m)
+        mx = col_sums.max() if init == "original" else col_sums.amax(dim=-1)[:, None, None]
+        c = mx.clamp_min(torch.finfo(a.dtype).tiny)
+        z0 = a.mT / c
+        z, saved = _ns_forward(a, z0, iterations)
+        ctx.init, ctx.shape = init, (B, H, m, d)
+        ctx.save_for_backward(ql, kl, bv, sm, a, col_sums, mx, c, z0, z, okf, masked, *saved)
+        return torch.bmm(z, bv).view(B, H, m, d)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gw):
+        ql, kl, bv, sm, a, col_sums, mx, c, z0, z, okf, masked, *saved = ctx.saved_tensors
+        B, H, m, d = ctx.shape
+        gw = gw.reshape(-1, m, d)
+        dbv = torch.bmm(z.mT, gw)
+        da, g = _ns_backward(a, saved, torch.bmm(gw, bv.mT))  # g: ∂Z₀
+        da = g.mT / c if da is None else da.add_(g.mT / c)  # Z₀ = Aᵀ / c
+        dc = -(g * z0).sum(dim=(-2, -1)) / c.reshape(-1)  # (n,) ∂c per matrix
+        dc = dc.sum() if ctx.init == "original" else dc  # one c for the whole tensor
+        dc = dc * (mx.reshape(-1) >= torch.finfo(a.dtype).tiny)  # clamp_min
+        ties = col_sums == mx.reshape(-1, 1)  # (n, m): max column sums
+        cnt = ties.sum() if ctx.init == "original" else ties.sum(dim=-1)
+        da.add_((ties * (dc / cnt).reshape(-1, 1))[:, None, :])  # amax, then the column sum
+        if okf is not None:
+            da.mul_(okf)
+        dlog = torch._softmax_backward_data(da, sm, -1, sm.dtype)
+        if masked is not None:  # as autograd's masked_fill backward (also clears inf·0 of an example without landmarks)
+            dlog.masked_fill_(masked, 0.0)
+        dlog.div_(math.sqrt(d))
+        return (torch.bmm(dlog, kl).view(B, H, m, d), torch.bmm(dlog.mT, ql).view(B, H, m, d),
+                dbv.view(B, H, m, d), None, None, None)
+
+
+def _landmark_core(q_l, k_l, bm_v, lm_ok, iterations: int, init: str) -> torch.Tensor:
+    """W = pinv(A)·(Bm·V) (B, H, m, d), A = :func:`_landmark_kernel`. Eager CPU: :class:`_LandmarkCore` (same
+    values, leaner backward). GPU and torch.compile: the plain ops (launch counts there are untested; Inductor
+    fuses the loop itself)."""
+    if q_l.device.type != "cpu" or torch.compiler.is_compiling():
+        return iterative_pinv(_landmark_kernel(q_l, k_l, lm_ok), iterations, init) @ bm_v
+    return _LandmarkCore.apply(q_l, k_l, bm_v, _drop_if_all(lm_ok), iterations, init)
+
+
+_CONV_BLOCK_MIN = 16  # CPU depthwise conv: output rows per Toeplitz block are max(K − 1, this)
 
 
 def depthwise_seq_conv(x: torch.Tensor, weight: torch.Tensor, padding) -> torch.Tensor:
@@ -127,41 +252,51 @@ def _banded_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     i.e. padded block j and the first K − 1 rows of block j + 1 (two slices, one cat). With the (s, s + K − 1)
     Toeplitz slab ``T_h[r, c] = w_h[c − r]`` (0 outside the K taps), shared by every block, ``out = T_h ·
     [windows of all blocks side by side]``: (s, s + K − 1) @ (s + K − 1, B·blocks·d) per head.
+
+    s = max(K − 1, 16): the slab's zeros make the GEMM (s + K − 1)/K times the conv's FLOPs, so the smallest
+    block the two-slice window allows is fastest (fwd + bwd, H 2, d 32, 2 threads, N 1K / 4K: K 35, s 34 vs 64:
+    0.40 / 1.42 ms vs 0.46 / 1.53 ms; K 3, s 16 vs 64: 0.28 / 0.69 vs 0.37 / 1.10 ms). The slab is built as
+    [w_h, 0 × s] tiled s times and cut to rows of length s + K − 1 (a shift of one per row), which is cheaper
+    forward and backward than gathering taps by index.
     """
     B, H, N, d = x.shape
     K = weight.shape[2]
-    s = max(_CONV_BLOCK, K - 1)
+    s = max(_CONV_BLOCK_MIN, K - 1)
     nb = -(-N // s)
     win = s + K - 1
     xp = F.pad(x, (0, 0, K // 2, (nb + 1) * s - N - K // 2)).view(B, H, nb + 1, s, d)
     xw = torch.cat([xp[:, :, :nb], xp[:, :, 1:, :K - 1]], dim=3)  # (B, H, nb, win, d): block windows
     cols = xw.permute(1, 3, 0, 2, 4).reshape(H, win, B * nb * d)
-    tap = torch.arange(win, device=x.device)[None, :] - torch.arange(s, device=x.device)[:, None]  # (s, win)
-    inside = (tap >= 0) & (tap < K)
-    slab = weight.reshape(H, K)[:, tap.clamp(0, K - 1)] * inside.to(weight.dtype)  # (H, s, win)
+    # row r of the tiled [w, 0 × s] (period win + 1) read with stride win is w shifted right by r
+    slab = F.pad(weight.reshape(H, K), (0, s)).repeat(1, s)[:, :s * win].view(H, s, win)  # (H, s, win)
     out = torch.bmm(slab, cols).view(H, s, B, nb, d).permute(2, 0, 3, 1, 4)  # (B, H, nb, s, d)
     return out.reshape(B, H, nb * s, d)[:, :, :N]
 
 
-def segment_landmarks(x: torch.Tensor, valid: torch.Tensor, num_landmarks: int, mode: str = "masked"):
+def segment_landmarks(x: torch.Tensor, valid: torch.Tensor | None, num_landmarks: int, mode: str = "masked"):
     """Segment means of ``x`` (B, H, N, d) over m = ``num_landmarks`` contiguous segments.
 
-    ``valid`` (B, N) bool marks real tokens. The sequence is padded with invalid positions to a multiple of
-    m. Returns ``(landmarks (B, H, m, d), landmark_ok (B, m) bool)``; see the module docstring for ``mode``.
+    ``valid`` (B, N) bool marks real tokens (None: all N are real). The sequence is padded with invalid
+    positions to a multiple of m. Returns ``(landmarks (B, H, m, d), landmark_ok (B, m) bool)``; see the module
+    docstring for ``mode``.
     """
     B, H, N, d = x.shape
     m = num_landmarks
     Np = -(-N // m) * m
     s = Np // m
-    xp = F.pad(x, (0, 0, 0, Np - N))  # (B, H, Np, d)
-    vp = F.pad(valid, (0, Np - N), value=False)  # (B, Np)
-    w = vp.to(x.dtype)[:, None, :, None]  # (B, 1, Np, 1)
-    sums = (xp * w).view(B, H, m, s, d).sum(dim=-2)  # (B, H, m, d)
+    xp = F.pad(x, (0, 0, 0, Np - N))  # (B, H, Np, d); the internal pads are zeros
+    if valid is None:
+        sums = xp.view(B, H, m, s, d).sum(dim=-2)  # (B, H, m, d)
+        counts = torch.tensor([min(max(N - s * j, 0), s) for j in range(m)], device=x.device).expand(B, m)
+    else:
+        vp = F.pad(valid, (0, Np - N), value=False)  # (B, Np)
+        w = vp.to(x.dtype)[:, None, :, None]  # (B, 1, Np, 1)
+        sums = (xp * w).view(B, H, m, s, d).sum(dim=-2)  # (B, H, m, d)
+        counts = vp.view(B, m, s).sum(dim=-1)  # (B, m)
     if mode == "lra":
         return sums / s, torch.ones(B, m, dtype=torch.bool, device=x.device)
     if mode != "masked":
         raise ValueError(f"segment_means={mode!r}; choose one of {SEGMENT_MEANS}")
-    counts = vp.view(B, m, s).sum(dim=-1)  # (B, m)
     return sums / counts.clamp_min(1).to(x.dtype)[:, None, :, None], counts > 0
 
 
@@ -237,25 +372,22 @@ class NystromAttention(AttentionBackend):
                 f"pinv_init={self.pinv_init}, segment_means={self.segment_means}")
 
     def _nystrom(self, q, k, v, key_padding_mask):
-        B, H, N, d = q.shape
-        valid = key_padding_mask if key_padding_mask is not None else torch.ones(B, N, dtype=torch.bool,
-                                                                                  device=q.device)
-        q_l, lm_ok = segment_landmarks(q, valid, self.num_landmarks, self.segment_means)  # (B, H, m, d), (B, m)
-        k_l, _ = segment_landmarks(k, valid, self.num_landmarks, self.segment_means)
+        q_l, lm_ok = segment_landmarks(q, key_padding_mask, self.num_landmarks, self.segment_means)  # (B, H, m, d)
+        k_l, _ = segment_landmarks(k, key_padding_mask, self.num_landmarks, self.segment_means)  # lm_ok: (B, m)
         # Bm·V: the m landmark queries attend over all real keys.
         key_mask = _drop_if_all(unmask_empty_rows(key_padding_mask))
         bm_v = F.scaled_dot_product_attention(
             q_l, k, v, attn_mask=None if key_mask is None else key_mask[:, None, None, :])  # (B, H, m, d)
-        z = iterative_pinv(_landmark_kernel(q_l, k_l, lm_ok), self.pinv_iterations, self.pinv_init)  # (B, H, m, m)
-        w = z @ bm_v  # (B, H, m, d)
+        w = _landmark_core(q_l, k_l, bm_v, lm_ok, self.pinv_iterations, self.pinv_init)  # pinv(A)·Bm·V (B, H, m, d)
         # F·W: the N queries attend over the non-empty landmark keys, with W as values.
-        lm_mask = _drop_if_all(unmask_empty_rows(lm_ok))
+        lm_mask = _drop_if_all(lm_ok if key_padding_mask is None else unmask_empty_rows(lm_ok))  # None: no empty row
         lm_mask = None if lm_mask is None else lm_mask[:, None, None, :]  # (B, 1, 1, m)
         return F.scaled_dot_product_attention(q, k_l, w, attn_mask=lm_mask)  # (B, H, N, d)
 
     def forward(self, q, k, v, key_padding_mask=None):
         # q, k, v: (B, H, N, d); key_padding_mask: (B, N) bool, True = real token -> (B, H, N, d)
         self.check(q)
+        key_padding_mask = _drop_if_all(key_padding_mask)  # CPU, no padding: the mask-free path, same values
         work = torch.float64 if q.dtype == torch.float64 else torch.float32
         with torch.autocast(device_type=q.device.type, enabled=False):
             qw, kw, vw = (t.to(work) for t in (q, k, v))
