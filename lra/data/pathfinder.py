@@ -1177,6 +1177,18 @@ def _distractors_uniform(fs: "_FastSnakes", image, mc, contour_length: int, src:
     return drawn
 
 
+def _head_and_pivot(fs, y, x, oid, d, L, m, H, W):
+    """Vectorised seed check of ``initialize_two_seeds``: the head ``ceil(seed + L·(sin, cos)[oid])`` and the
+    pivot ``ceil(head + (L + m)·(rev_sin, rev_cos)[d])`` of paddles seeded at (y, x); returns the pivot
+    (qy, qx) and whether head and pivot both lie inside the H x W canvas."""
+    hy = np.ceil(y + float(L) * fs.sin[oid]).astype(np.int64)
+    hx = np.ceil(x + float(L) * fs.cos[oid]).astype(np.int64)
+    qy = np.ceil(hy + float(L + m) * fs.rev_sin[d]).astype(np.int64)
+    qx = np.ceil(hx + float(L + m) * fs.rev_cos[d]).astype(np.int64)
+    inb = (hy >= 0) & (hy < H) & (hx >= 0) & (hx < W) & (qy >= 0) & (qy < H) & (qx >= 0) & (qx < W)
+    return qy, qx, inb
+
+
 class _DistractorEngine:
     """:func:`_distractors_uniform` for many images at once, one lane per image."""
 
@@ -1238,11 +1250,7 @@ class _DistractorEngine:
             """A seed pixel was found: bounds checks of head and pivot, then grow (or retry)."""
             d = di[lanes]
             oid = fs.seed_oid0 + d
-            hy = np.ceil(ty + float(L) * fs.sin[oid]).astype(np.int64)
-            hx = np.ceil(tx + float(L) * fs.cos[oid]).astype(np.int64)
-            qy = np.ceil(hy + float(L + m) * fs.rev_sin[d]).astype(np.int64)
-            qx = np.ceil(hx + float(L + m) * fs.rev_cos[d]).astype(np.int64)
-            inb = (hy >= 0) & (hy < H) & (hx >= 0) & (hx < W) & (qy >= 0) & (qy < H) & (qx >= 0) & (qx < W)
+            qy, qx, inb = _head_and_pivot(fs, ty, tx, oid, d, L, m, H, W)
             bad = lanes[~inb]
             trial[bad] += 1
             phase[bad] = self.SEED_ANGLE
@@ -1476,11 +1484,7 @@ class _PairEngine:
                 cell = fs.seed_free[di, (draw(lanes[todo]) * cnt).astype(np.int64)].astype(np.int64)
                 y, x = cell // W, cell % W
                 oid = fs.seed_oid0 + di
-                hy = np.ceil(y + float(L) * fs.sin[oid]).astype(np.int64)
-                hx = np.ceil(x + float(L) * fs.cos[oid]).astype(np.int64)
-                qy = np.ceil(hy + float(L + m) * fs.rev_sin[di]).astype(np.int64)
-                qx = np.ceil(hx + float(L + m) * fs.rev_cos[di]).astype(np.int64)
-                inb = (hy >= 0) & (hy < H) & (hx >= 0) & (hx < W) & (qy >= 0) & (qy < H) & (qx >= 0) & (qx < W)
+                qy, qx, inb = _head_and_pivot(fs, y, x, oid, di, L, m, H, W)
                 g_ = todo[inb]
                 done[g_] = True
                 di0[g_], ty[g_], tx[g_] = di[inb], y[inb], x[inb]
@@ -1502,11 +1506,7 @@ class _PairEngine:
                 y2 = np.round(ty[todo] + (sd * np.sin(phi))).astype(np.int64)
                 x2 = np.round(tx[todo] + (sd * np.cos(phi))).astype(np.int64)
                 oid = fs.seed_oid0 + di
-                hy = np.ceil(y2 + float(L) * fs.sin[oid]).astype(np.int64)
-                hx = np.ceil(x2 + float(L) * fs.cos[oid]).astype(np.int64)
-                qy = np.ceil(hy + float(L + m) * fs.rev_sin[di]).astype(np.int64)
-                qx = np.ceil(hx + float(L + m) * fs.rev_cos[di]).astype(np.int64)
-                inb = (hy >= 0) & (hy < H) & (hx >= 0) & (hx < W) & (qy >= 0) & (qy < H) & (qx >= 0) & (qx < W)
+                qy, qx, inb = _head_and_pivot(fs, y2, x2, oid, di, L, m, H, W)
                 g_ = todo[inb]
                 done2[g_] = True
                 Lg = lanes[g_]
