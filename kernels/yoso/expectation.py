@@ -37,15 +37,19 @@ every gradient in both modes: lengths 1/17/100/1000, Lq ≠ Lk, separate query/k
 NaN-filled padding, odd and wide d / d_v, the GPU's row blocks, non-contiguous inputs, bitwise
 repeatability; E and ∂E/∂s elementwise on a grid of cosines including the last 200 fp32 values before ±1;
 ``torch.library.opcheck`` on both ops; ``torch.compile(fullgraph=True, backend="aot_eager")`` through the
-attention backend, forward + backward. On GPU: every kernel configuration picked by :func:`_config`
-compiles for sm_90 without register spills (``ptxas -v``, offline); the CUDA tests (fp32/bf16, L 1001/4000,
+attention backend, forward + backward. For GPUs, offline: every configuration picked by :func:`_config` up to
+width 128 compiles for sm_80 and sm_90 without register spills (``scripts/check_kernels_cuda.py``, launches
+specialised as at run time; ``tests/kernels/test_cuda_compile.py``); the CUDA tests (fp32/bf16, L 1001/4000,
 ``gpu`` marker) and the timing in ``scripts/bench_yoso.py`` have not been run on a device yet.
 Known limits
     * fp32 ``ieee`` products run on CUDA cores, not tensor cores: the kernels are bound by FMA throughput
-      (forward ~2·(d + d_v) + 30 flops per (query, key) pair, backward about twice that), not by memory;
+      (forward ~2·(d + d_v) + 30 flops per (query, key) pair, backward about twice that), not by memory, and
+      Triton's FMA dot keeps whole operand rows in registers, which is what limits the tiles (``tf32x3``
+      tensor-core products are the candidate to time on a GPU; the interpreter cannot check their precision);
     * d, d_v > 256 are refused (one register tile per row block); fp64 is refused (use the reference);
     * under autocast the kernels still compute E in fp32 (the reference would take autocast's bf16 q·kᵀ);
-    * the backward always computes all three gradients; block sizes are fixed heuristics, not autotuned.
+    * the backward always computes all three gradients; tiles are the largest spill-free ones, not timed
+      or autotuned; at width 256 every tiling spills (424-728 B per thread with the chosen 16 x 16).
 """
 import torch
 import triton
@@ -231,22 +235,34 @@ def _pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
-def _config(d: int, dv: int, backward: bool, interpreted: bool) -> tuple[int, int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV, num_warps). Dims are padded to a power of two ≥ 16 (``tl.dot``'s
-    minimum). On GPU the row blocks are the largest that compile without register spills for sm_90
-    (``ptxas -v``, triton 3.9, τ = 12, both backward modes; not timed or autotuned). The CPU interpreter
-    pays per tile operation, not per element, so it gets :data:`INTERPRETER_BLOCK` rows when that is set."""
+# (BLOCK_M, BLOCK_N, num_warps) per kernel by padded width max(d, d_v): the largest tiles that compile without
+# register spills for sm_90 with bf16 inputs, tau = 12 and both backward modes, found by
+# ``python scripts/check_kernels_cuda.py --sweep-yoso-e`` (triton 3.9, launches specialised as at run time;
+# not timed: no GPU was at hand), then confirmed for sm_80 and fp32/fp16 inputs by the script's full check
+# (width-32 dkdv takes (64, 32) because (32, 64) spills 32 B on sm_80 with fp32 inputs). No 256-wide tiling
+# is spill-free; (16, 16, 8) spills least there (424-728 B per thread).
+_GPU_TILES = {
+    16: {"fwd": (64, 64, 8), "dq": (64, 64, 8), "dkdv": (64, 64, 4)},
+    32: {"fwd": (64, 64, 8), "dq": (32, 64, 8), "dkdv": (64, 32, 8)},
+    64: {"fwd": (32, 32, 8), "dq": (32, 32, 8), "dkdv": (32, 32, 8)},
+    128: {"fwd": (16, 16, 8), "dq": (16, 16, 8), "dkdv": (16, 16, 8)},
+    256: {"fwd": (16, 16, 8), "dq": (16, 16, 8), "dkdv": (16, 16, 8)},
+}
+KERNELS = ("fwd", "dq", "dkdv")
+
+
+def _config(d: int, dv: int, kernel: str, interpreted: bool) -> tuple[int, int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV, num_warps) for ``kernel`` in :data:`KERNELS`. Dims are padded to a
+    power of two ≥ 16 (``tl.dot``'s minimum); on GPU the row blocks come from :data:`_GPU_TILES`. The CPU
+    interpreter pays per tile operation, not per element, so it gets :data:`INTERPRETER_BLOCK` rows when that
+    is set."""
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel {kernel!r}; choose one of {KERNELS}")
     bd, bdv = max(16, _pow2(d)), max(16, _pow2(dv))
-    widest = max(bd, bdv)
     if interpreted and INTERPRETER_BLOCK:
-        block, warps = INTERPRETER_BLOCK, 4
-    elif widest <= 64:
-        block, warps = (64, 8) if not backward else (32, 4 if widest <= 32 else 8)
-    elif widest <= 128:
-        block, warps = 32, 4 if not backward else 8
-    else:
-        block, warps = 16, 8
-    return block, block, bd, bdv, warps
+        return INTERPRETER_BLOCK, INTERPRETER_BLOCK, bd, bdv, 4
+    bm, bn, warps = _GPU_TILES[max(bd, bdv)][kernel]
+    return bm, bn, bd, bdv, warps
 
 
 def _mask_i32(mask: torch.Tensor | None, bh: int, length: int, device) -> torch.Tensor:
@@ -295,7 +311,7 @@ def yoso_e_forward_triton(q, k, v, q_mask, k_mask, hash_code_len: int) -> torch.
     if Lk == 0:
         return out.zero_()
     qm, km = _mask_i32(q_mask, BH, Lq, q.device), _mask_i32(k_mask, BH, Lk, q.device)
-    BM, BN, BD, BDV, warps = _config(d, dv, backward=False, interpreted=q.device.type == "cpu")
+    BM, BN, BD, BDV, warps = _config(d, dv, "fwd", interpreted=q.device.type == "cpu")
     _yoso_e_fwd_kernel[(triton.cdiv(Lq, BM), BH)](
         q, k, v, qm, km, out, Lq, Lk, d, dv,
         *q.stride(), *k.stride(), *v.stride(), *qm.stride(), *km.stride(), *out.stride(),
@@ -314,12 +330,14 @@ def yoso_e_backward_triton(grad, q, k, v, q_mask, k_mask, hash_code_len: int, mo
     if BH == 0 or Lq == 0 or Lk == 0:
         return dq.zero_(), dk.zero_(), dvv.zero_()
     qm, km = _mask_i32(q_mask, BH, Lq, dev), _mask_i32(k_mask, BH, Lk, dev)
-    BM, BN, BD, BDV, warps = _config(d, dv, backward=True, interpreted=dev.type == "cpu")
     exact = mode == "exact"
+    interpreted = dev.type == "cpu"
     common = (*q.stride(), *k.stride(), *v.stride(), *grad.stride(), *qm.stride(), *km.stride())
+    BM, BN, BD, BDV, warps = _config(d, dv, "dq", interpreted)
     _yoso_e_bwd_dq_kernel[(triton.cdiv(Lq, BM), BH)](
         q, k, v, grad, qm, km, dq, Lq, Lk, d, dv, *common, *dq.stride(),
         TAU=hash_code_len, EXACT=exact, BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=BD, BLOCK_DV=BDV, num_warps=warps)
+    BM, BN, BD, BDV, warps = _config(d, dv, "dkdv", interpreted)
     _yoso_e_bwd_dkdv_kernel[(triton.cdiv(Lk, BN), BH)](
         q, k, v, grad, qm, km, dk, dvv, Lq, Lk, d, dv, *common, *dk.stride(), *dvv.stride(),
         TAU=hash_code_len, EXACT=exact, BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=BD, BLOCK_DV=BDV, num_warps=warps)

@@ -220,7 +220,7 @@ def _check_hash(x, mask, dmat, nh, tau):
 
 
 @needs_interp
-@pytest.mark.parametrize("L,d,tau,nh", [(1, 32, 6, 8), (17, 8, 4, 12), (100, 64, 12, 10), (1000, 32, 8, 4)])
+@pytest.mark.parametrize("L,d,tau,nh", [(1, 32, 6, 8), (17, 8, 4, 12), (100, 64, 12, 10), (37, 100, 10, 6), (1000, 32, 8, 4)])
 def test_hash_kernel_matches_reference(L, d, tau, nh):
     _check_hash(*_hash_case(L, d, tau, nh, "cpu"), nh, tau)
 

@@ -124,11 +124,19 @@ def test_forward_and_grads(L, mode):
 
 @needs_interp
 @pytest.mark.parametrize("mode", MODES)
-def test_gpu_tiling_in_the_interpreter(monkeypatch, mode):
-    """The GPU's smaller row blocks (several query and key tiles, masked tails) on the interpreter."""
+@pytest.mark.parametrize("d, dv", [(16, 12), (32, 20), (64, 64)])
+def test_gpu_tiling_in_the_interpreter(monkeypatch, mode, d, dv):
+    """The GPU's tilings (several query and key tiles, BLOCK_M ≠ BLOCK_N at width 32, masked tails) run on
+    the interpreter and match the reference."""
     monkeypatch.setattr(X, "INTERPRETER_BLOCK", None)
-    assert X._config(16, 12, backward=True, interpreted=True)[0] == 32
-    _check(_case(4, 100, 100, d=16, dv=12, seed=1), tau=12, mode=mode)
+    tiles = {k: X._config(d, dv, k, interpreted=True) for k in X.KERNELS}
+    assert all(t[:2] == X._GPU_TILES[max(t[2], t[3])][k][:2] for k, t in tiles.items())
+    _check(_case(2, 100, 100, d=d, dv=dv, seed=1), tau=12, mode=mode)
+
+
+def test_config_rejects_unknown_kernel():
+    with pytest.raises(ValueError, match="kernel 'bwd'"):
+        X._config(64, 64, "bwd", interpreted=False)
 
 
 @needs_interp
