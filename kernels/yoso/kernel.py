@@ -31,8 +31,8 @@ only). ``scripts/bench_yoso.py`` checked them against HF 4.57.6's CUDA kernels o
 (max |diff| 2e-7 forward, 4e-7 weighted) and reproduced HF's fast_hash codes from the same Dmat draw.
 Offline GPU check (``scripts/check_kernels_cuda.py``, ``tests/kernels/test_cuda_compile.py``): every launch
 configuration compiles for sm_80 and sm_90 with at most 16 B of register spills (the hash kernel's projection
-tile is 32 wide, its loops dynamic: the former 64-wide unrolled tiles spilled 32-48 B on sm_80 at D = 64 and 23-101 KB per
-thread at D = 128-256).
+tile is 32 wide, its loops dynamic: the former 64-wide unrolled tiles spilled 32-48 B on sm_80 at D = 64
+and 23-101 KB per thread at D = 128-256).
 Known limits
     * atomics make the fp32 summation order nondeterministic on GPU (results vary in the last bits);
     * the segment walk loops to the longest bucket in each 32-query tile: skewed buckets waste lanes;
