@@ -8,8 +8,9 @@ reset before each entry/length and read with ``torch.cuda.max_memory_allocated``
 An out-of-memory error is recorded as OOM, not a crash. Speed and memory are also given relative to our
 softmax Transformer (``bench.baseline``) on the same device, and MFU for the softmax Transformer.
 
-Entries: ``<model>/<attention>`` for our models (``mega/none`` for Mega), ``hf:<name>`` for the HF
-implementation of the same model at equal dimensions (see :mod:`lra.bench_hf`), when transformers is
+Entries: ``<model>/<attention>`` for our models (``mega/none`` for Mega, ``mega-chunk/none`` for Mega-chunk: a
+``bench.variants`` name, a registered model plus overrides), ``hf:<name>`` for the HF implementation of the same
+model at equal dimensions (see :mod:`lra.bench_hf`), when transformers is
 installed. Outputs under ``bench.out_dir``: ``<tag>.json``, ``<tag>.md`` (a Table-2-shaped markdown table next
 to the published figures) and ``<tag>_speed_memory.png``; ``python -m lra.bench_plots`` draws the LRA
 Figure 3 bubble chart from run records plus bench results.
@@ -38,7 +39,8 @@ PUBLISHED = Path(__file__).resolve().parent.parent.parent / "shared" / "referenc
 
 # our entry -> the HF implementation of the same model (lra.bench_hf)
 HF_PEER = {"transformer/nystrom": "hf:nystromformer", "transformer/yoso_e": "hf:yoso_e", "transformer/yoso": "hf:yoso",
-           "transformer/lsh": "hf:reformer", "transformer/longformer": "hf:longformer", "mega/none": "hf:mega"}
+           "transformer/lsh": "hf:reformer", "transformer/longformer": "hf:longformer", "mega/none": "hf:mega",
+           "mega-chunk/none": "hf:mega-chunk"}
 
 # dense bf16 tensor-core peak FLOP/s by GPU name fragment (vendor datasheets, no sparsity)
 PEAK_FLOPS = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
@@ -61,15 +63,31 @@ def model_cfg(name: str, size: dict) -> dict:
     return base
 
 
+def resolve_variant(name: str, bench: DictConfig) -> tuple[str, dict, dict]:
+    """Entry model name -> (registered model, size dict with the variant's overrides merged into that model's
+    size, the overrides). ``bench.variants`` maps e.g. ``mega-chunk`` to ``mega`` + ``{chunk_size: 128}``."""
+    size = OmegaConf.to_container(bench.size, resolve=True)
+    variants = OmegaConf.to_container(bench.variants, resolve=True) if bench.get("variants") else {}
+    if name not in variants:
+        return name, size, {}
+    v = variants[name]
+    if set(v) != {"model", "overrides"}:
+        raise KeyError(f"bench.variants.{name}: needs exactly the keys model and overrides, got {sorted(v)}")
+    size[v["model"]] = {**size.get(v["model"], {}), **v["overrides"]}
+    return v["model"], size, dict(v["overrides"])
+
+
 def build_entry(entry: str, L: int, bench: DictConfig):
     """-> (module with forward(batch) -> logits, n_params, flops_per_step or None)."""
     spec = TaskSpec(name="text", seq_len=L, vocab_size=257, num_classes=2, pad_id=0)
     if entry.startswith("hf:"):
         from lra.bench_hf import build_hf
-        return build_hf(entry[3:], L, OmegaConf.to_container(bench.size, resolve=True)), None
+        base, size, _ = resolve_variant(entry[3:], bench)
+        return build_hf(base, L, size), None
     from models.registry import build_model
     mname, aname = entry.split("/")
-    mc = model_cfg(mname, OmegaConf.to_container(bench.size, resolve=True))
+    mname, size, _ = resolve_variant(mname, bench)
+    mc = model_cfg(mname, size)
     ac = attention_cfg(aname, mc) if aname != "none" else {"name": "none"}
     for k, v in (bench.attention_overrides.get(aname) or {}).items():
         ac[k] = v

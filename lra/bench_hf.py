@@ -4,7 +4,8 @@ Each peer is the HF encoder (transformers==4.57.6, the test-only extra; Mega liv
 ``models/deprecated/mega`` there) with the same width, depth, heads, FFN width and sequence length as
 our bench entry, plus a linear head on the first position. Names: ``nystromformer``, ``yoso_e``
 (expectation), ``yoso`` (LSH; needs HF's JIT-compiled CUDA kernels: nvcc + ninja at run time),
-``reformer`` (LSH layers, HF's reversible stack), ``longformer``, ``mega``. The attention-specific
+``reformer`` (LSH layers, HF's reversible stack), ``longformer``, ``mega`` (sized from ``bench.size.mega``;
+``mega-chunk`` = ``mega`` with ``use_chunking`` at the variant's ``chunk_size``). The attention-specific
 settings mirror our ``conf/attention/*.yaml`` defaults (landmarks 64 and conv 35; 32 hashes of 12 bits;
 buckets/chunks 64; window 512 with CLS global; Mega softmax, simple bias) so the comparison is like for like.
 """
@@ -58,11 +59,19 @@ def build_hf(name: str, L: int, size: dict) -> nn.Module:
         return HFClassifier(T.ReformerModel(cfg), 2 * D)  # reversible stack concatenates the two streams
     if name == "mega":
         from transformers.models.deprecated.mega import MegaConfig, MegaModel
-        m = size.get("mega", {})
-        Dm = m.get("d_model", D)
-        cfg = MegaConfig(vocab_size=257, hidden_size=Dm, num_hidden_layers=m.get("num_layers", layers),
-                         intermediate_size=2 * Dm, nffn_hidden_size=2 * Dm, shared_representation_size=64,
-                         ema_projection_size=16, relative_positional_bias="simple", max_positions=L,
-                         normalization_type="layernorm", truncation=1024, pad_token_id=0, use_cache=False)
-        return HFClassifier(MegaModel(cfg, add_pooling_layer=False), Dm)
-    raise KeyError(f"bench hf peer {name!r}; choose nystromformer, yoso_e, yoso, reformer, longformer or mega")
+        m = size["mega"]
+        missing = {"d_model", "num_layers", "hidden_dim", "ffn_hidden_dim", "zdim", "ndim"} - set(m)
+        if missing:
+            raise KeyError(f"bench.size.mega lacks {sorted(missing)}: the HF peer is built from the same dims")
+        chunk = m.get("chunk_size", -1)
+        if chunk is not None and 0 < chunk < L and L % chunk:
+            raise ValueError(f"HF Mega-chunk needs the length ({L}) to be a multiple of chunk_size ({chunk})")
+        cfg = MegaConfig(vocab_size=257, hidden_size=m["d_model"], num_hidden_layers=m["num_layers"],
+                         intermediate_size=m["hidden_dim"], nffn_hidden_size=m["ffn_hidden_dim"],
+                         shared_representation_size=m["zdim"], ema_projection_size=m["ndim"],
+                         relative_positional_bias="simple", max_positions=chunk if chunk and chunk > 0 else L, normalization_type="layernorm",
+                         truncation=m.get("truncation", 1024), pad_token_id=0, use_cache=False,
+                         use_chunking=bool(chunk and chunk > 0), chunk_size=chunk if chunk and chunk > 0 else -1)
+        return HFClassifier(MegaModel(cfg, add_pooling_layer=False), m["d_model"])
+    raise KeyError(f"bench hf peer {name!r}; choose nystromformer, yoso_e, yoso, reformer, longformer, mega "
+                   "or a bench.variants name")

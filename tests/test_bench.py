@@ -83,3 +83,48 @@ def test_bench_compile_option_and_growth_and_mfu_tables(tmp_path):
     md = markdown_table(rows, [1024, 4096], "transformer/sdpa", "H100")
     assert "| transformer/sdpa | 4.00 | 4.00 |" in md and "| transformer/sdpa | 10.0% | 40.0% |" in md
     assert "eager" in md
+
+
+def test_mega_entries_match_the_hf_peer_layer_for_layer(tmp_path):
+    """Mega and Mega-chunk are benchmarked at the same dims as HF's Mega: every encoder parameter has a twin of
+    the same shape (ours only adds the LRA classifier MLP); Mega-chunk carries the variant's chunk size."""
+    pytest.importorskip("transformers")
+    from lra.bench import build_entry
+    cfg = compose_cfg(["experiment=smoke"], config_name="bench", out_dir=tmp_path)
+
+    def layer_shapes(model):
+        return sorted(tuple(p.shape) for n, p in model.named_parameters() if n.startswith("encoder.layers."))
+
+    for ours, peer in (("mega/none", "hf:mega"), ("mega-chunk/none", "hf:mega-chunk")):
+        a, _ = build_entry(ours, 128, cfg.bench)
+        b, _ = build_entry(peer, 128, cfg.bench)
+        assert layer_shapes(a) == layer_shapes(b), ours
+    chunked, _ = build_entry("mega-chunk/none", 128, cfg.bench)
+    hf_chunked, _ = build_entry("hf:mega-chunk", 128, cfg.bench)
+    assert chunked.encoder.layers[0].mega.chunk_size == 32
+    assert hf_chunked.encoder.config.use_chunking and hf_chunked.encoder.config.chunk_size == 32
+
+
+def test_mega_chunk_entry_runs_beside_its_peer(tmp_path):
+    pytest.importorskip("transformers")
+    from lra.bench import run_bench
+    cfg = compose_cfg(["experiment=smoke", f"paths.results_dir={tmp_path}/runs", "bench.tag=m",
+                       "bench.entries=[transformer/sdpa,mega/none,mega-chunk/none]", "bench.hf_peers=[mega-chunk]"],
+                      config_name="bench", out_dir=tmp_path)
+    payload = run_bench(cfg)
+    assert {r["status"] for r in payload["results"]} == {"ok"}
+    rows = [r for r in payload["results"] if r["entry"] == "mega-chunk/none"]
+    assert len(rows) == 2 and all(r["vs_hf_speed"] > 0 for r in rows)
+    assert "mega-chunk/none" in (tmp_path / "bench" / "m.md").read_text()
+
+
+def test_bad_variant_is_refused(tmp_path):
+    from lra.bench import build_entry
+    cfg = compose_cfg(["experiment=smoke", "+bench.variants.bad={model: mega, override: {chunk_size: 8}}"],
+                      config_name="bench", out_dir=tmp_path)
+    with pytest.raises(KeyError, match="bench.variants.bad: needs exactly the keys model and overrides"):
+        build_entry("bad/none", 64, cfg.bench)
+    cfg = compose_cfg(["experiment=smoke", "+bench.variants.bad2={model: mega, overrides: {chunk_sise: 8}}"],
+                      config_name="bench", out_dir=tmp_path)
+    with pytest.raises(Exception, match="chunk_sise"):
+        build_entry("bad2/none", 64, cfg.bench)

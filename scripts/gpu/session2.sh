@@ -12,8 +12,8 @@ if [[ $PARTS == *tests* ]]; then
 fi
 if [[ $PARTS == *bench* ]]; then
   python3 -m lra.bench paths.results_dir=$OUT/runs bench.tag=h100_table2 \
-    'bench.entries=[transformer/math,transformer/sdpa,transformer/flex,transformer/nystrom,transformer/yoso_e,transformer/yoso,transformer/lsh,transformer/longformer,transformer/local,mega/none]' \
-    'bench.hf_peers=[nystromformer,yoso_e,reformer,longformer,mega]' 2>&1 | grep -v INFO | tail -60 > $OUT/bench.txt
+    'bench.entries=[transformer/math,transformer/sdpa,transformer/flex,transformer/nystrom,transformer/yoso_e,transformer/yoso,transformer/lsh,transformer/longformer,transformer/local,mega/none,mega-chunk/none]' \
+    'bench.hf_peers=[nystromformer,yoso_e,reformer,longformer,mega,mega-chunk]' 2>&1 | grep -v INFO | tail -60 > $OUT/bench.txt
 fi
 if [[ $PARTS == *yoso* ]]; then
   python3 scripts/bench_yoso.py --json $OUT/bench_yoso.json 2>&1 | tail -30 > $OUT/bench_yoso.txt
