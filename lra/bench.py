@@ -139,12 +139,24 @@ def time_entry(model, L: int, bench: DictConfig, device: torch.device, dtype) ->
             "times": times}
 
 
-def published_rows() -> list[dict]:
+def _published() -> list[dict]:
     if not PUBLISHED.is_file():
         return []
     with open(PUBLISHED) as f:
-        return [r for r in csv.DictReader(f) if r.get("task") == "text" and r.get("seq_len")
-                and r["source"].startswith("LRA paper Table 2")]
+        return list(csv.DictReader(f))
+
+
+def published_rows() -> list[dict]:
+    """LRA Table 2 (text, 1K-4K, absolute steps/s and GB)."""
+    return [r for r in _published() if r.get("task") == "text" and r.get("seq_len")
+            and r["source"].startswith("LRA paper Table 2")]
+
+
+def published_relative_4k() -> list[dict]:
+    """Later papers' Table-2-protocol figures at 4K, relative to their own Transformer (Mega paper Table 2 with
+    Mega and Mega-chunk, S4 paper Table 3)."""
+    return [r for r in _published() if r.get("seq_len") == "4096" and r.get("speed_rel")
+            and not r["source"].startswith("LRA paper Table 2")]
 
 
 def markdown_table(results: list[dict], lengths: list[int], baseline: str, device_name: str,
@@ -218,6 +230,13 @@ def markdown_table(results: list[dict], lengths: list[int], baseline: str, devic
             sp = [fmt(m, L, "steps_per_s", "speed_rel") for L in (1024, 2048, 3072, 4096)]
             mem = [fmt(m, L, "mem_gb", "mem_rel") for L in (1024, 2048, 3072, 4096)]
             lines.append(f"| {m} | " + " | ".join(sp) + " | " + " | ".join(mem) + " |")
+    rel = published_relative_4k()
+    if rel:
+        lines += ["", "Published at 4K relative to each paper's own Transformer (speed x, memory x):", "",
+                  "| source | model | hardware | speed x | memory x |", "|---|---|---|---|---|"]
+        for r in rel:
+            lines.append(f"| {r['source'].split(' (')[0]} | {r['model']} | {r.get('hardware') or '—'} | "
+                         f"{r['speed_rel']} | {r.get('mem_rel') or '—'} |")
     return "\n".join(lines) + "\n"
 
 
