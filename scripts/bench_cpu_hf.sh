@@ -9,5 +9,5 @@ exec $PY -m lra.bench bench.device=cpu bench.dtype=fp32 bench.batch_size=1 'benc
   bench.warmup=1 bench.repeats=3 bench.tag=cpu_hf bench.baseline=transformer/sdpa \
   'bench.size.transformer={d_model: 64, num_layers: 2, num_heads: 2, qkv_dim: 64, mlp_dim: 128, dropout: 0.1, attn_dropout: 0.1, pos_emb: sinusoidal, pooling: cls}' \
   'bench.size.mega={d_model: 64, num_layers: 2, hidden_dim: 128, ffn_hidden_dim: 128, zdim: 64, ndim: 16}' bench.size.head_mlp_dim=128 \
-  'bench.entries=[transformer/sdpa,transformer/nystrom,transformer/yoso_e,transformer/lsh,transformer/longformer,mega/none]' \
-  'bench.hf_peers=[nystromformer,yoso_e,reformer,longformer,mega]' "$@"
+  'bench.entries=[transformer/sdpa,transformer/nystrom,transformer/yoso_e,transformer/lsh,transformer/longformer,mega/none,mega-chunk/none]' \
+  'bench.hf_peers=[nystromformer,yoso_e,reformer,longformer,mega,mega-chunk]' "$@"
