@@ -107,7 +107,8 @@ def time_entry(model, L: int, bench: DictConfig, device: torch.device, dtype) ->
         model = torch.compile(model)
     g = torch.Generator(device="cpu").manual_seed(0)
     ids = torch.randint(1, 257, (bench.batch_size, L), generator=g).to(device)
-    batch = {"input_ids": ids, "mask": torch.ones_like(ids, dtype=torch.bool),
+    # random tokens, no padding: all_real lets our models skip masking, as training does for unpadded batches
+    batch = {"input_ids": ids, "mask": torch.ones_like(ids, dtype=torch.bool), "all_real": True,
              "label": torch.randint(0, 2, (bench.batch_size,), generator=g).to(device)}
     use_amp = device.type == "cuda" and dtype != torch.float32
 

@@ -185,7 +185,10 @@ class SequenceEncoder(nn.Module):
     """Tokens (B, L) -> pooled features (B, D). Model families plug in their own ``layers``.
 
     Each layer is called as ``layer(x, mask) -> x`` with x (B, L', D) and mask (B, L') bool (L' = L+1
-    with CLS). ``final_norm`` is applied before pooling (LRA's ``encoder_norm``).
+    with CLS), or ``mask=None`` when the caller says the batch has no padding (``all_real=True``, a Python bool
+    computed on the host from the CPU mask: see :meth:`models.module.LRAModule.on_before_batch_transfer`), so
+    the layers take their unmasked paths (SDPA can pick FlashAttention, no query fill) with the same result.
+    ``final_norm`` is applied before pooling (LRA's ``encoder_norm``).
     """
 
     def __init__(self, vocab_size: int, d_model: int, max_len: int, layers: nn.ModuleList, *,
@@ -205,19 +208,20 @@ class SequenceEncoder(nn.Module):
         self.layers = layers
         self.final_norm = final_norm if final_norm is not None else nn.Identity()
 
-    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor, all_real: bool = False) -> torch.Tensor:
         x = self.embed(input_ids) * self.embed_scale  # (B, L, D)
         if self.use_cls:
             x = torch.cat([self.cls.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)  # (B, L+1, D)
             mask = torch.cat([mask[:, :1], mask], dim=1)  # CLS copies the first token's mask (LRA)
         x = self.drop(self.positions(x))
+        layer_mask = None if all_real else mask
         for layer in self.layers:
-            x = layer(x, mask)
+            x = layer(x, layer_mask)
         x = self.final_norm(x)
         if self.pooling == "cls":
             return x[:, 0]
-        if self.pooling == "mean":
-            return x.mean(dim=1)  # unmasked, as LRA's jnp.mean(axis=1)
+        if self.pooling == "mean" or all_real:
+            return x.mean(dim=1)  # "mean": unmasked, as LRA's jnp.mean(axis=1); masked mean = mean without padding
         m = mask.to(x.dtype)[..., None]
         return (x * m).sum(1) / m.sum(1).clamp_min(1.0)
 

@@ -499,10 +499,10 @@ class MegaEncoder(SequenceEncoder):
         super().__init__(*args, **kwargs)
         self.use_mask = use_mask
 
-    def forward(self, input_ids, mask):
-        if not self.use_mask:
-            mask = torch.ones_like(mask, dtype=torch.bool)
-        return super().forward(input_ids, mask)
+    def forward(self, input_ids, mask, all_real: bool = False):
+        if not self.use_mask:  # every position counts as real: the layers take their unmasked paths
+            return super().forward(input_ids, torch.ones_like(mask, dtype=torch.bool), all_real=True)
+        return super().forward(input_ids, mask, all_real=all_real)
 
 
 def build_mega_layers(c: MegaConfig, max_positions: int) -> nn.ModuleList:

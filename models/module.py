@@ -32,6 +32,15 @@ class LRAModule(LightningModule):
         self.val_acc_best = torchmetrics.MaxMetric()
         self.last_finite_loss: float | None = None
 
+    def on_before_batch_transfer(self, batch, dataloader_idx):
+        """While the batch is still on the host: record whether each mask is all real (no padding), so the
+        model can skip masking (SDPA may then pick FlashAttention) without a device synchronisation."""
+        for key, flag in (("mask", "all_real"), ("mask_1", "all_real_1")):
+            m = batch.get(key)
+            if isinstance(m, torch.Tensor) and m.device.type == "cpu":
+                batch[flag] = bool(m.all())
+        return batch
+
     def on_after_batch_transfer(self, batch, dataloader_idx):
         """Loaders ship narrow token ids (uint8/int16); embeddings want int64."""
         for k in ("input_ids", "input_ids_1"):

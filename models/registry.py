@@ -94,10 +94,13 @@ class LRAClassifier(nn.Module):
                      else ClassifierHead(d, head_cfg.mlp_dim, spec.num_classes))
 
     def forward(self, batch: dict) -> torch.Tensor:
-        u = self.encoder(batch["input_ids"], batch["mask"])
+        """``batch["all_real"]`` / ``batch["all_real_1"]`` (optional Python bools, set on the host by
+        :meth:`models.module.LRAModule.on_before_batch_transfer`): the mask has no padding, so the layers may
+        skip it."""
+        u = self.encoder(batch["input_ids"], batch["mask"], all_real=batch.get("all_real", False))
         if not self.dual:
             return self.head(u)
-        v = self.encoder(batch["input_ids_1"], batch["mask_1"])
+        v = self.encoder(batch["input_ids_1"], batch["mask_1"], all_real=batch.get("all_real_1", False))
         return self.head(u, v)
 
 
