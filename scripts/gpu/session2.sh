@@ -9,6 +9,8 @@ PARTS=${PARTS:-tests bench yoso runs}
 mkdir -p $OUT/records
 if [[ $PARTS == *tests* ]]; then
   TRITON_INTERPRET=0 python3 -m pytest -m gpu -q -p no:cacheprovider 2>&1 | tail -15 | tee $OUT/pytest_gpu.txt
+  # registers / spills of the kernel tiles as the device image's Triton compiles them (the committed table is triton 3.9)
+  python3 scripts/check_kernels_cuda.py --quick --targets sm_90 > $OUT/kernels_ptxas_device.txt 2>&1
 fi
 if [[ $PARTS == *bench* ]]; then
   python3 -m lra.bench paths.results_dir=$OUT/runs bench.tag=h100_table2 \
