@@ -39,14 +39,16 @@ def _check(tmp_path, *args) -> tuple[subprocess.CompletedProcess, list[dict]]:
 
 @needs_ptxas
 def test_quick_configurations_compile_spill_free_for_sm90(tmp_path):
-    res, rows = _check(tmp_path, "--quick", "--targets", "sm_90", "--max-spill", "0")
+    # the default tolerance (16 B, a few registers) so that a new Triton release's register allocation does not
+    # turn CI red by itself; the committed table (triton 3.9) has no spills at all in this subset
+    res, rows = _check(tmp_path, "--quick", "--targets", "sm_90")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     kernels = {r["kernel"] for r in rows}
     assert kernels == {"_yoso_e_fwd_kernel", "_yoso_e_bwd_dq_kernel", "_yoso_e_bwd_dkdv_kernel",
                        "_yoso_hash_kernel", "_lsh_scatter_kernel", "_lsh_gather_kernel",
                        "_lsh_weighted_segment_kernel"}, kernels
     for r in rows:
-        assert r["ok"] and r["spill_bytes"] == 0 and 0 < r["registers"] <= 255, r
+        assert r["ok"] and r["spill_bytes"] <= 16 and 0 < r["registers"] <= 255, r
         assert r["smem"] <= r["smem_limit"], r
 
 
