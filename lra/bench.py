@@ -63,18 +63,18 @@ def model_cfg(name: str, size: dict) -> dict:
     return base
 
 
-def resolve_variant(name: str, bench: DictConfig) -> tuple[str, dict, dict]:
+def resolve_variant(name: str, bench: DictConfig) -> tuple[str, dict]:
     """Entry model name -> (registered model, size dict with the variant's overrides merged into that model's
-    size, the overrides). ``bench.variants`` maps e.g. ``mega-chunk`` to ``mega`` + ``{chunk_size: 128}``."""
+    size). ``bench.variants`` maps e.g. ``mega-chunk`` to ``mega`` + ``{chunk_size: 128}``."""
     size = OmegaConf.to_container(bench.size, resolve=True)
     variants = OmegaConf.to_container(bench.variants, resolve=True) if bench.get("variants") else {}
     if name not in variants:
-        return name, size, {}
+        return name, size
     v = variants[name]
     if set(v) != {"model", "overrides"}:
         raise KeyError(f"bench.variants.{name}: needs exactly the keys model and overrides, got {sorted(v)}")
     size[v["model"]] = {**size.get(v["model"], {}), **v["overrides"]}
-    return v["model"], size, dict(v["overrides"])
+    return v["model"], size
 
 
 def build_entry(entry: str, L: int, bench: DictConfig):
@@ -82,11 +82,11 @@ def build_entry(entry: str, L: int, bench: DictConfig):
     spec = TaskSpec(name="text", seq_len=L, vocab_size=257, num_classes=2, pad_id=0)
     if entry.startswith("hf:"):
         from lra.bench_hf import build_hf
-        base, size, _ = resolve_variant(entry[3:], bench)
+        base, size = resolve_variant(entry[3:], bench)
         return build_hf(base, L, size), None
     from models.registry import build_model
     mname, aname = entry.split("/")
-    mname, size, _ = resolve_variant(mname, bench)
+    mname, size = resolve_variant(mname, bench)
     mc = model_cfg(mname, size)
     ac = attention_cfg(aname, mc) if aname != "none" else {"name": "none"}
     for k, v in (bench.attention_overrides.get(aname) or {}).items():

@@ -63,15 +63,16 @@ def build_hf(name: str, L: int, size: dict) -> nn.Module:
         missing = {"d_model", "num_layers", "hidden_dim", "ffn_hidden_dim", "zdim", "ndim"} - set(m)
         if missing:
             raise KeyError(f"bench.size.mega lacks {sorted(missing)}: the HF peer is built from the same dims")
-        chunk = m.get("chunk_size", -1)
-        if chunk is not None and 0 < chunk < L and L % chunk:
+        chunk = m.get("chunk_size") or -1
+        if 0 < chunk < L and L % chunk:
             raise ValueError(f"HF Mega-chunk needs the length ({L}) to be a multiple of chunk_size ({chunk})")
+        chunked = chunk > 0
         cfg = MegaConfig(vocab_size=257, hidden_size=m["d_model"], num_hidden_layers=m["num_layers"],
                          intermediate_size=m["hidden_dim"], nffn_hidden_size=m["ffn_hidden_dim"],
                          shared_representation_size=m["zdim"], ema_projection_size=m["ndim"],
-                         relative_positional_bias="simple", max_positions=chunk if chunk and chunk > 0 else L, normalization_type="layernorm",
-                         truncation=m.get("truncation", 1024), pad_token_id=0, use_cache=False,
-                         use_chunking=bool(chunk and chunk > 0), chunk_size=chunk if chunk and chunk > 0 else -1)
+                         relative_positional_bias="simple", max_positions=chunk if chunked else L,
+                         normalization_type="layernorm", truncation=m.get("truncation", 1024), pad_token_id=0,
+                         use_cache=False, use_chunking=chunked, chunk_size=chunk if chunked else -1)
         return HFClassifier(MegaModel(cfg, add_pooling_layer=False), m["d_model"])
     raise KeyError(f"bench hf peer {name!r}; choose nystromformer, yoso_e, yoso, reformer, longformer, mega "
                    "or a bench.variants name")
