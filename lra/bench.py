@@ -262,6 +262,39 @@ def plot_speed_memory(results: list[dict], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _relate(results: list[dict], baseline: str) -> None:
+    """Speed and memory relative to the baseline entry and to each entry's HF peer (same device and length)."""
+    base = {r["length"]: r for r in results if r["entry"] == baseline and r["status"] == "ok"}
+    by_key = {(r["entry"], r["length"]): r for r in results}
+    for r in results:
+        b = base.get(r["length"])
+        if r["status"] == "ok" and b:
+            r["speed_rel"] = r["steps_per_s"] / b["steps_per_s"]
+            r["mem_rel"] = (r["peak_bytes"] / b["peak_bytes"]) if r["peak_bytes"] and b["peak_bytes"] else None
+    for r in results:  # ours against the HF implementation of the same model, same device and length
+        peer = by_key.get((HF_PEER.get(r["entry"]), r["length"]))
+        if r["status"] == "ok" and peer and peer["status"] == "ok":
+            r["vs_hf_speed"] = r["steps_per_s"] / peer["steps_per_s"]
+            r["vs_hf_mem"] = (r["peak_bytes"] / peer["peak_bytes"]) if r["peak_bytes"] and peer["peak_bytes"] else None
+
+
+def _write(out: Path, tag: str, bench: DictConfig, device_name: str, dtype, results: list[dict],
+           pending: list[str]) -> dict:
+    """Write ``<tag>.json`` and ``<tag>.md`` (each written, then renamed). Called after every entry, so a run cut
+    short (a device call's time limit) keeps what it measured; ``pending`` lists the entries not run yet."""
+    payload = {"protocol": "LRA Table 2 (text, fixed model size)", "config": OmegaConf.to_container(bench, resolve=True),
+               "device": device_name, "dtype": str(dtype), "versions": versions(), "git": git_state(),
+               "complete": not pending, "pending_entries": pending, "results": results}
+    md = markdown_table(results, list(bench.lengths), bench.baseline, device_name, bool(bench.compile))
+    if pending:
+        md = f"**Incomplete run**: not yet measured: {', '.join(pending)}.\n\n" + md
+    for suffix, text in ((".json", json.dumps(payload, indent=2, default=str)), (".md", md)):
+        tmp = out / f"{tag}{suffix}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, out / f"{tag}{suffix}")
+    return payload
+
+
 def run_bench(cfg: DictConfig) -> dict:
     bench = cfg.bench
     want = bench.device
@@ -271,10 +304,13 @@ def run_bench(cfg: DictConfig) -> dict:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    out = Path(bench.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tag = bench.tag or f"{device_name.replace(' ', '_')}_{time.strftime('%Y%m%d-%H%M%S')}"
     results = []
     entries = list(bench.entries) + ([f"hf:{h}" for h in bench.hf_peers] if bench.hf_peers else [])
     from tqdm import tqdm
-    for entry in tqdm(entries, desc="bench entries"):
+    for i, entry in enumerate(tqdm(entries, desc="bench entries")):
         for L in bench.lengths:
             r = {"entry": entry, "length": int(L), "batch_size": int(bench.batch_size), "dtype": str(dtype),
                  "device": device_name, "compiled": bool(bench.compile)}
@@ -298,30 +334,10 @@ def run_bench(cfg: DictConfig) -> dict:
                     torch.cuda.empty_cache()
             log.info("%s L=%d: %s", entry, L, {k: v for k, v in r.items() if k != "times"})
             results.append(r)
-    base = {r["length"]: r for r in results if r["entry"] == bench.baseline and r["status"] == "ok"}
-    by_key = {(r["entry"], r["length"]): r for r in results}
-    for r in results:
-        b = base.get(r["length"])
-        if r["status"] == "ok" and b:
-            r["speed_rel"] = r["steps_per_s"] / b["steps_per_s"]
-            r["mem_rel"] = (r["peak_bytes"] / b["peak_bytes"]) if r["peak_bytes"] and b["peak_bytes"] else None
-    for r in results:  # ours against the HF implementation of the same model, same device and length
-        peer = by_key.get((HF_PEER.get(r["entry"]), r["length"]))
-        if r["status"] == "ok" and peer and peer["status"] == "ok":
-            r["vs_hf_speed"] = r["steps_per_s"] / peer["steps_per_s"]
-            r["vs_hf_mem"] = (r["peak_bytes"] / peer["peak_bytes"]) if r["peak_bytes"] and peer["peak_bytes"] else None
-    out = Path(bench.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tag = bench.tag or f"{device_name.replace(' ', '_')}_{time.strftime('%Y%m%d-%H%M%S')}"
-    payload = {"protocol": "LRA Table 2 (text, fixed model size)", "config": OmegaConf.to_container(bench, resolve=True),
-               "device": device_name, "dtype": str(dtype), "versions": versions(), "git": git_state(),
-               "results": results}
-    for suffix, text in ((".json", json.dumps(payload, indent=2, default=str)),
-                         (".md", markdown_table(results, list(bench.lengths), bench.baseline, device_name,
-                                                 bool(bench.compile)))):
-        tmp = out / f"{tag}{suffix}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, out / f"{tag}{suffix}")
+        _relate(results, bench.baseline)
+        payload = _write(out, tag, bench, device_name, dtype, results, entries[i + 1:])
+    if not entries:
+        payload = _write(out, tag, bench, device_name, dtype, results, [])
     plot_speed_memory(results, out / f"{tag}_speed_memory.png")
     print((out / f"{tag}.md").read_text())
     errors = [r for r in results if r["status"] == "error"]

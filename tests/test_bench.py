@@ -18,6 +18,7 @@ def test_bench_smoke_writes_json_table_and_plot(tmp_path):
     out = tmp_path / "bench"
     data = json.loads((out / "t.json").read_text())
     assert data["device"] == "cpu" and len(data["results"]) == 3 * 2
+    assert data["complete"] is True and data["pending_entries"] == []
     ok = [r for r in data["results"] if r["status"] == "ok"]
     assert len(ok) == 6 and all(r["steps_per_s"] > 0 for r in ok)
     assert all(r["speed_rel"] == pytest.approx(1.0) for r in ok if r["entry"] == "transformer/sdpa")
@@ -130,3 +131,27 @@ def test_bad_variant_is_refused(tmp_path):
                       config_name="bench", out_dir=tmp_path)
     with pytest.raises(Exception, match="chunk_sise"):
         build_entry("bad2/none", 64, cfg.bench)
+
+
+def test_bench_cut_short_keeps_what_it_measured(tmp_path, monkeypatch):
+    """Results are written after every entry: a run killed mid-way (a device call's time limit) leaves a valid
+    JSON and table marked incomplete, naming the entries not measured."""
+    from lra import bench as B
+    real_build = B.build_entry
+
+    def build(entry, L, bench):
+        if entry == "transformer/nystrom":
+            raise KeyboardInterrupt  # stands in for the kill: not caught as an entry error
+        return real_build(entry, L, bench)
+
+    monkeypatch.setattr(B, "build_entry", build)
+    cfg = compose_cfg(["experiment=smoke", f"paths.results_dir={tmp_path}/runs", "bench.tag=k",
+                       "bench.entries=[transformer/sdpa,transformer/nystrom,transformer/lsh]"],
+                      config_name="bench", out_dir=tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        B.run_bench(cfg)
+    data = json.loads((tmp_path / "bench" / "k.json").read_text())
+    assert data["complete"] is False and data["pending_entries"] == ["transformer/nystrom", "transformer/lsh"]
+    assert [r["entry"] for r in data["results"]] == ["transformer/sdpa"] * 2
+    md = (tmp_path / "bench" / "k.md").read_text()
+    assert md.startswith("**Incomplete run**: not yet measured: transformer/nystrom, transformer/lsh.")
