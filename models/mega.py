@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from models.encoder import POOLINGS, SequenceEncoder
+from models.encoder import POOLINGS, Dropout, SequenceEncoder
 from models.registry import parse_config, register_model
 
 ATTENTION_FNS = ("softmax", "laplace", "relu2")
@@ -351,9 +351,10 @@ class MovingAverageGatedAttention(nn.Module):
             self.rel_pos_bias = RotaryRelativePositionalBias(zdim)
         else:
             raise ValueError(f"model.rel_pos_bias={rel_pos_bias!r}; choose one of {REL_POS_BIASES}")
-        self.dropout = nn.Dropout(dropout)
-        self.hidden_dropout = nn.Dropout(hidden_dropout)
-        self.attn_dropout = nn.Dropout(attn_dropout)
+        # encoder.Dropout: nn.Dropout with a CPU mask drawn as uniform ≥ p (same distribution, faster on CPU)
+        self.dropout = Dropout(dropout)
+        self.hidden_dropout = Dropout(hidden_dropout)
+        self.attn_dropout = Dropout(attn_dropout)
         for lin in (self.v_proj, self.mx_proj, self.h_proj):
             nn.init.normal_(lin.weight, std=0.02)
             nn.init.zeros_(lin.bias)
@@ -422,7 +423,7 @@ class NormalizedFeedForwardNetwork(nn.Module):
         for lin in (self.fc1, self.fc2):
             nn.init.normal_(lin.weight, std=0.02)
             nn.init.zeros_(lin.bias)
-        self.dropout, self.hidden_dropout = nn.Dropout(dropout), nn.Dropout(hidden_dropout)
+        self.dropout, self.hidden_dropout = Dropout(dropout), Dropout(hidden_dropout)
 
     def forward(self, x, mask=None):
         residual = x

@@ -59,6 +59,7 @@ import torch
 import torch.nn.functional as F
 
 from models.attention.base import AttentionBackend, Capabilities, register_attention, zero_fully_masked_rows
+from models.attention.base import dropout as cpu_friendly_dropout
 
 MASK_VALUE = -1e9        # HF LSHSelfAttention.mask_value_float32: padded keys
 SELF_MASK_VALUE = -1e5   # HF LSHSelfAttention.self_mask_value_float32: a query's own position (shared QK)
@@ -220,7 +221,7 @@ class LSHAttention(AttentionBackend):
         lse = torch.logsumexp(logits, dim=-1, keepdim=True)  # (B, H, N, c, 1)
         probs = torch.exp(logits - lse)
         if self.dropout > 0.0 and self.training:
-            probs = F.dropout(probs, p=self.dropout)
+            probs = cpu_friendly_dropout(probs, self.dropout)  # CPU: uniform ≥ p, not serial bernoulli_
         out = torch.matmul(probs, sv).reshape(B, H, R, Lp, d)  # sorted order, per round
         lse = lse.reshape(B, H, R, Lp)
 
