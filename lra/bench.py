@@ -83,13 +83,19 @@ def build_entry(entry: str, L: int, bench: DictConfig):
     if entry.startswith("hf:"):
         from lra.bench_hf import build_hf
         base, size = resolve_variant(entry[3:], bench)
-        return build_hf(base, L, size), None
+        ours = next((e for e, peer in HF_PEER.items() if peer == f"hf:{base}"), None)
+        attention = None
+        if ours and ours.startswith("transformer/"):  # the peer's attention settings = ours, overrides included
+            aname = ours.split("/")[1]
+            attention = attention_cfg(aname, model_cfg("transformer", size))
+            attention.update((bench.attention_overrides or {}).get(aname) or {})
+        return build_hf(base, L, size, attention), None
     from models.registry import build_model
     mname, aname = entry.split("/")
     mname, size = resolve_variant(mname, bench)
     mc = model_cfg(mname, size)
     ac = attention_cfg(aname, mc) if aname != "none" else {"name": "none"}
-    for k, v in (bench.attention_overrides.get(aname) or {}).items():
+    for k, v in ((bench.attention_overrides or {}).get(aname) or {}).items():
         ac[k] = v
     model = build_model(mc, ac, spec)
     flops = None

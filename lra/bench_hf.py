@@ -6,8 +6,9 @@ our bench entry, plus a linear head on the first position. Names: ``nystromforme
 (expectation), ``yoso`` (LSH; needs HF's JIT-compiled CUDA kernels: nvcc + ninja at run time),
 ``reformer`` (LSH layers, HF's reversible stack), ``longformer``, ``mega`` (sized from ``bench.size.mega``;
 ``mega-chunk`` = ``mega`` with ``use_chunking`` at the variant's ``chunk_size``). The attention-specific
-settings mirror our ``conf/attention/*.yaml`` defaults (landmarks 64 and conv 35; 32 hashes of 12 bits;
-buckets/chunks 64; window 512 with CLS global; Mega softmax, simple bias) so the comparison is like for like.
+settings are read from our resolved attention config of the same family (``conf/attention/<name>.yaml`` plus
+``bench.attention_overrides``: landmarks and conv; hashes and τ; buckets, chunk and neighbour chunks; window and
+CLS global; Mega softmax, simple bias) so the comparison is like for like.
 """
 from __future__ import annotations
 
@@ -32,29 +33,48 @@ class HFClassifier(nn.Module):
         return self.head(out.last_hidden_state[:, 0])
 
 
-def build_hf(name: str, L: int, size: dict) -> nn.Module:
+def build_hf(name: str, L: int, size: dict, attention: dict | None = None) -> nn.Module:
+    """``attention``: our resolved ``conf/attention/<ours>.yaml`` for the peer's counterpart (with any
+    ``bench.attention_overrides``); the peer's attention settings are read from it, so the two cannot drift."""
     import transformers as T
+    a = attention or {}
+
+    def need(*keys):
+        missing = [k for k in keys if k not in a]
+        if missing:
+            raise KeyError(f"bench hf peer {name!r}: our attention config lacks {missing}")
+        return [a[k] for k in keys]
+
     t = size["transformer"]
     D, layers, heads, ffn = t["d_model"], t["num_layers"], t["num_heads"], t["mlp_dim"]
     common = dict(vocab_size=257, hidden_size=D, num_hidden_layers=layers, num_attention_heads=heads,
                   intermediate_size=ffn, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
     if name == "nystromformer":
-        cfg = T.NystromformerConfig(**common, num_landmarks=64, segment_means_seq_len=L, conv_kernel_size=35,
-                                    max_position_embeddings=L + 2)
+        landmarks, conv = need("num_landmarks", "conv_kernel")
+        cfg = T.NystromformerConfig(**common, num_landmarks=landmarks, segment_means_seq_len=L,
+                                    conv_kernel_size=conv, max_position_embeddings=L + 2)
         return HFClassifier(T.NystromformerModel(cfg), D)
     if name in ("yoso", "yoso_e"):
+        tau, conv = need("hash_code_len", "conv_window")
+        nh = need("num_hash")[0] if name == "yoso" else 32  # YOSO-E has no hashes (HF ignores num_hash there)
         cfg = T.YosoConfig(**common, max_position_embeddings=L + 2, use_expectation=name == "yoso_e",
-                           hash_code_len=12, num_hash=32, conv_window=None, use_fast_hash=True, lsh_backward=True)
+                           hash_code_len=tau, num_hash=nh, conv_window=conv, use_fast_hash=True,
+                           lsh_backward=a.get("lsh_backward", True))
         return HFClassifier(T.YosoModel(cfg), D)
     if name == "longformer":
-        cfg = T.LongformerConfig(**common, attention_window=512, max_position_embeddings=L + 2, pad_token_id=0)
-        return HFClassifier(T.LongformerModel(cfg), D, {"global_cls": True})
+        window, glob = need("window", "global_tokens")
+        if list(glob) not in ([0], []):
+            raise ValueError(f"bench hf peer longformer: global_tokens {glob} (HF's peer supports [0] = CLS or [])")
+        cfg = T.LongformerConfig(**common, attention_window=window, max_position_embeddings=L + 2, pad_token_id=0)
+        return HFClassifier(T.LongformerModel(cfg), D, {"global_cls": list(glob) == [0]})
     if name == "reformer":
-        chunk = 64
+        chunk, buckets, hashes, before, after = need("chunk_length", "num_buckets", "n_hashes", "n_chunks_before",
+                                                      "n_chunks_after")
         cfg = T.ReformerConfig(vocab_size=257, hidden_size=D, num_attention_heads=heads, attention_head_size=D // heads,
                                feed_forward_size=ffn, attn_layers=["lsh"] * layers, axial_pos_embds=False,
                                max_position_embeddings=L, is_decoder=False, lsh_attn_chunk_length=chunk,
-                               num_buckets=max(2, 2 * L // chunk), num_hashes=1, lsh_num_chunks_after=1,
+                               num_buckets=buckets, num_hashes=hashes, lsh_num_chunks_before=before,
+                               lsh_num_chunks_after=after,
                                hidden_dropout_prob=0.1, lsh_attention_probs_dropout_prob=0.1, pad_token_id=0)
         return HFClassifier(T.ReformerModel(cfg), 2 * D)  # reversible stack concatenates the two streams
     if name == "mega":

@@ -155,3 +155,22 @@ def test_bench_cut_short_keeps_what_it_measured(tmp_path, monkeypatch):
     assert [r["entry"] for r in data["results"]] == ["transformer/sdpa"] * 2
     md = (tmp_path / "bench" / "k.md").read_text()
     assert md.startswith("**Incomplete run**: not yet measured: transformer/nystrom, transformer/lsh.")
+
+
+def test_hf_peers_take_our_attention_settings(tmp_path):
+    """The HF peers are configured from our resolved attention configs (overrides included), so a comparison
+    cannot run the two sides with different buckets, landmarks, windows or hash widths."""
+    pytest.importorskip("transformers")
+    from lra.bench import build_entry
+    cfg = compose_cfg(["experiment=smoke",
+                       "bench.attention_overrides={lsh: {num_buckets: 16, chunk_length: 32}, "
+                       "nystrom: {num_landmarks: 16}, longformer: {window: 64}, yoso_e: {hash_code_len: 9}}"],
+                      config_name="bench", out_dir=tmp_path)
+    reformer = build_entry("hf:reformer", 128, cfg.bench)[0].encoder.config
+    assert (reformer.num_buckets, reformer.lsh_attn_chunk_length, reformer.num_hashes) == (16, 32, 1)
+    assert (reformer.lsh_num_chunks_before, reformer.lsh_num_chunks_after) == (1, 1)
+    assert build_entry("hf:nystromformer", 128, cfg.bench)[0].encoder.config.num_landmarks == 16
+    assert build_entry("hf:longformer", 128, cfg.bench)[0].encoder.config.attention_window == [64]
+    assert build_entry("hf:yoso_e", 128, cfg.bench)[0].encoder.config.hash_code_len == 9
+    ours = build_entry("transformer/lsh", 128, cfg.bench)[0].encoder.layers[0].attn.backend
+    assert ours.chunk_length == 32
