@@ -84,6 +84,8 @@ def build_entry(entry: str, L: int, bench: DictConfig):
         from lra.bench_hf import build_hf
         base, size = resolve_variant(entry[3:], bench)
         ours = next((e for e, peer in HF_PEER.items() if peer == f"hf:{base}"), None)
+        if base == "mega":  # the whole resolved Mega config (conf/model/mega.yaml + size): dims, dropouts, truncation
+            size = {**size, "mega": model_cfg("mega", size)}
         attention = None
         if ours and ours.startswith("transformer/"):  # the peer's attention settings = ours, overrides included
             aname = ours.split("/")[1]

@@ -4,7 +4,8 @@ Each peer is the HF encoder (transformers==4.57.6, the test-only extra; Mega liv
 ``models/deprecated/mega`` there) with the same width, depth, heads, FFN width and sequence length as
 our bench entry, plus a linear head on the first position. Names: ``nystromformer``, ``yoso_e``
 (expectation), ``yoso`` (LSH; needs HF's JIT-compiled CUDA kernels: nvcc + ninja at run time),
-``reformer`` (LSH layers, HF's reversible stack), ``longformer``, ``mega`` (sized from ``bench.size.mega``;
+``reformer`` (LSH layers, HF's reversible stack), ``longformer``, ``mega`` (from our resolved Mega config:
+``conf/model/mega.yaml`` + ``bench.size.mega``, dims, dropouts and truncation;
 ``mega-chunk`` = ``mega`` with ``use_chunking`` at the variant's ``chunk_size``). The attention-specific
 settings are read from our resolved attention config of the same family (``conf/attention/<name>.yaml`` plus
 ``bench.attention_overrides``: landmarks and conv; hashes and τ; buckets, chunk and neighbour chunks; window and
@@ -48,7 +49,8 @@ def build_hf(name: str, L: int, size: dict, attention: dict | None = None) -> nn
     t = size["transformer"]
     D, layers, heads, ffn = t["d_model"], t["num_layers"], t["num_heads"], t["mlp_dim"]
     common = dict(vocab_size=257, hidden_size=D, num_hidden_layers=layers, num_attention_heads=heads,
-                  intermediate_size=ffn, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+                  intermediate_size=ffn, hidden_dropout_prob=t["dropout"],
+                  attention_probs_dropout_prob=t["attn_dropout"])
     if name == "nystromformer":
         landmarks, conv = need("num_landmarks", "conv_kernel")
         cfg = T.NystromformerConfig(**common, num_landmarks=landmarks, segment_means_seq_len=L,
@@ -75,12 +77,14 @@ def build_hf(name: str, L: int, size: dict, attention: dict | None = None) -> nn
                                max_position_embeddings=L, is_decoder=False, lsh_attn_chunk_length=chunk,
                                num_buckets=buckets, num_hashes=hashes, lsh_num_chunks_before=before,
                                lsh_num_chunks_after=after,
-                               hidden_dropout_prob=0.1, lsh_attention_probs_dropout_prob=0.1, pad_token_id=0)
+                               hidden_dropout_prob=t["dropout"], lsh_attention_probs_dropout_prob=t["attn_dropout"],
+                               pad_token_id=0)
         return HFClassifier(T.ReformerModel(cfg), 2 * D)  # reversible stack concatenates the two streams
     if name == "mega":
         from transformers.models.deprecated.mega import MegaConfig, MegaModel
         m = size["mega"]
-        missing = {"d_model", "num_layers", "hidden_dim", "ffn_hidden_dim", "zdim", "ndim"} - set(m)
+        missing = {"d_model", "num_layers", "hidden_dim", "ffn_hidden_dim", "zdim", "ndim", "dropout",
+                   "hidden_dropout", "attn_dropout", "truncation"} - set(m)
         if missing:
             raise KeyError(f"bench.size.mega lacks {sorted(missing)}: the HF peer is built from the same dims")
         chunk = m.get("chunk_size") or -1
@@ -91,8 +95,11 @@ def build_hf(name: str, L: int, size: dict, attention: dict | None = None) -> nn
                          intermediate_size=m["hidden_dim"], nffn_hidden_size=m["ffn_hidden_dim"],
                          shared_representation_size=m["zdim"], ema_projection_size=m["ndim"],
                          relative_positional_bias="simple", max_positions=chunk if chunked else L,
-                         normalization_type="layernorm", truncation=m.get("truncation", 1024), pad_token_id=0,
-                         use_cache=False, use_chunking=chunked, chunk_size=chunk if chunked else -1)
+                         normalization_type="layernorm", truncation=m["truncation"], pad_token_id=0,
+                         use_cache=False, use_chunking=chunked, chunk_size=chunk if chunked else -1,
+                         dropout_prob=m["dropout"], hidden_dropout_prob=m["hidden_dropout"],
+                         nffn_activation_dropout_prob=m["hidden_dropout"],
+                         attention_probs_dropout_prob=m["attn_dropout"])
         return HFClassifier(MegaModel(cfg, add_pooling_layer=False), m["d_model"])
     raise KeyError(f"bench hf peer {name!r}; choose nystromformer, yoso_e, yoso, reformer, longformer, mega "
                    "or a bench.variants name")

@@ -174,3 +174,13 @@ def test_hf_peers_take_our_attention_settings(tmp_path):
     assert build_entry("hf:yoso_e", 128, cfg.bench)[0].encoder.config.hash_code_len == 9
     ours = build_entry("transformer/lsh", 128, cfg.bench)[0].encoder.layers[0].attn.backend
     assert ours.chunk_length == 32
+
+
+def test_hf_mega_peer_has_our_dropouts(tmp_path):
+    pytest.importorskip("transformers")
+    from lra.bench import build_entry
+    cfg = compose_cfg(["experiment=smoke"], config_name="bench", out_dir=tmp_path)
+    c = build_entry("hf:mega", 128, cfg.bench)[0].encoder.config
+    # conf/model/mega.yaml: dropout 0.1, hidden (values + NFFN) 0.0, attention weights 0.0; HF defaults are all 0.1
+    assert (c.dropout_prob, c.hidden_dropout_prob, c.nffn_activation_dropout_prob,
+            c.attention_probs_dropout_prob, c.truncation) == (0.1, 0.0, 0.0, 0.0, 1024)
