@@ -58,10 +58,11 @@ def build_hf(name: str, L: int, size: dict, attention: dict | None = None) -> nn
         return HFClassifier(T.NystromformerModel(cfg), D)
     if name in ("yoso", "yoso_e"):
         tau, conv = need("hash_code_len", "conv_window")
-        nh = need("num_hash")[0] if name == "yoso" else 32  # YOSO-E has no hashes (HF ignores num_hash there)
+        # YOSO-E has no hashes and no LSH backward (HF ignores both with use_expectation)
+        nh, lsh_backward = need("num_hash", "lsh_backward") if name == "yoso" else (32, True)
         cfg = T.YosoConfig(**common, max_position_embeddings=L + 2, use_expectation=name == "yoso_e",
                            hash_code_len=tau, num_hash=nh, conv_window=conv, use_fast_hash=True,
-                           lsh_backward=a.get("lsh_backward", True))
+                           lsh_backward=lsh_backward)
         return HFClassifier(T.YosoModel(cfg), D)
     if name == "longformer":
         window, glob = need("window", "global_tokens")

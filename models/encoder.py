@@ -112,11 +112,7 @@ class MultiHeadAttention(nn.Module):
         q, v = self._heads(self.q_proj(x)), self._heads(self.v_proj(x))
         k = q if self.shared_qk else self._heads(self.k_proj(x))
         out = self.backend(q, k, v, key_padding_mask=mask)  # (B, H, L, d)
-        # CPU: an all-True mask makes the fill below an identity (no padded query row); skip it (same values
-        # and gradients; a check on GPU would synchronise).
-        all_real = (mask is not None and mask.device.type == "cpu" and not torch.compiler.is_compiling()
-                    and bool(mask.all()))
-        if mask is not None and not all_real:
+        if mask is not None:  # SequenceEncoder passes None for unpadded batches, so this runs only with padding
             qmask = mask[:, None, :, None]  # (B, 1, L, 1)
             if self.mask_mode == "lra":
                 fill = v.mean(dim=2, keepdim=True).to(out.dtype)  # (B, H, 1, d): uniform weights over all keys
@@ -214,6 +210,8 @@ class SequenceEncoder(nn.Module):
             x = torch.cat([self.cls.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)  # (B, L+1, D)
             mask = torch.cat([mask[:, :1], mask], dim=1)  # CLS copies the first token's mask (LRA)
         x = self.drop(self.positions(x))
+        if not all_real and mask.device.type == "cpu" and not torch.compiler.is_compiling():
+            all_real = bool(mask.all())  # free on the host; on GPU the flag comes from the host (LRAModule)
         layer_mask = None if all_real else mask
         for layer in self.layers:
             x = layer(x, layer_mask)

@@ -241,6 +241,12 @@ def sweep_yoso_e(targets: list[str], dims: list[int]) -> list[dict]:
     return rows
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def markdown(rows: list[dict]) -> str:
     out = ["| kernel | config | target | registers | spill bytes | shared memory (limit) | ok |",
            "|---|---|---|---:|---:|---:|---|"]
@@ -268,9 +274,7 @@ def main(argv=None) -> int:
     if args.sweep_yoso_e:
         rows = sweep_yoso_e(args.targets, args.dims)
         if args.json:
-            tmp = args.json.with_suffix(args.json.suffix + ".tmp")
-            tmp.write_text(json.dumps({"triton": triton.__version__, "rows": rows}, indent=1))
-            tmp.replace(args.json)
+            _write_atomic(args.json, json.dumps({"triton": triton.__version__, "rows": rows}, indent=1))
         return 0
     launches = collect(args.quick)
     print(f"triton {triton.__version__}, torch {torch.__version__}: {len(launches)} distinct kernel "
@@ -284,19 +288,15 @@ def main(argv=None) -> int:
     print(f"{len(rows) - len(bad)}/{len(rows)} compiled within the target's shared memory with at most "
           f"{args.max_spill} B of spills (or a documented spill)")
     if args.json:
-        tmp = args.json.with_suffix(args.json.suffix + ".tmp")
-        tmp.write_text(json.dumps({"triton": triton.__version__, "torch": torch.__version__, "rows": rows},
-                                  indent=1))
-        tmp.replace(args.json)
+        _write_atomic(args.json, json.dumps({"triton": triton.__version__, "torch": torch.__version__,
+                                             "rows": rows}, indent=1))
     if args.md:
         cmd = "python scripts/check_kernels_cuda.py " + " ".join(argv if argv is not None else sys.argv[1:])
         head = (f"# Triton kernels compiled offline for CUDA targets\n\n`{cmd.strip()}` (triton "
                 f"{triton.__version__}, torch {torch.__version__}; no GPU involved). Registers and spill bytes are "
                 "per thread (`ptxas -v`); shared memory is Triton's allocation against the per-block opt-in limit. "
                 f"{len(rows) - len(bad)}/{len(rows)} rows pass.\n\n")
-        tmp = args.md.with_suffix(args.md.suffix + ".tmp")
-        tmp.write_text(head + markdown(rows) + "\n")
-        tmp.replace(args.md)
+        _write_atomic(args.md, head + markdown(rows) + "\n")
     return 1 if bad else 0
 
 
