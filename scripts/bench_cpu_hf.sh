@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 4's CPU comparison: each family against the HF implementation of the same model at equal
 # dimensions (2 layers, D 64, 2 heads, FFN 128: the PyTorch-port protocol), forward+backward+AdamW step,
-# batch 1, lengths 1K/2K/4K. Writes results/bench/cpu_hf.{json,md,png}. CPU peak memory is not measured ("—").
+# batch 1, lengths 1K/2K/4K. Writes results/bench/cpu_hf.{json,md,png}. CPU peak memory: lra.cpu_memory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}

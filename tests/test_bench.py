@@ -22,6 +22,9 @@ def test_bench_smoke_writes_json_table_and_plot(tmp_path):
     ok = [r for r in data["results"] if r["status"] == "ok"]
     assert len(ok) == 6 and all(r["steps_per_s"] > 0 for r in ok)
     assert all(r["speed_rel"] == pytest.approx(1.0) for r in ok if r["entry"] == "transformer/sdpa")
+    assert all(r["peak_bytes"] > 0 and r["mem_rel"] is not None for r in ok)
+    math_ = {r["length"]: r["peak_bytes"] for r in ok if r["entry"] == "transformer/math"}
+    assert math_[128] > math_[64]  # more tokens, more activation memory
     md = (out / "t.md").read_text()
     assert "transformer/nystrom" in md and "Published (LRA Table 2" in md
     assert (out / "t_speed_memory.png").stat().st_size > 1000
@@ -78,7 +81,8 @@ def test_bench_compile_option_and_growth_and_mfu_tables(tmp_path):
     md = (tmp_path / "bench" / "c.md").read_text()
     assert "torch.compile" in md and "Cost growth from 32 to 64 tokens" in md
     a, b = payload["results"]
-    assert f"| transformer/sdpa | {b['step_s'] / a['step_s']:.2f} | — |" in md  # no CUDA peak memory on CPU
+    assert all(r["peak_bytes"] > 0 for r in payload["results"])  # CPU peak from lra.cpu_memory
+    assert f"| transformer/sdpa | {b['step_s'] / a['step_s']:.2f} | {b['peak_bytes'] / a['peak_bytes']:.2f} |" in md
     rows = [{"entry": "transformer/sdpa", "length": L, "status": "ok", "steps_per_s": 10.0 / i, "step_s": 0.1 * i,
              "peak_bytes": 2**30 * i, "mfu": 0.1 * i} for i, L in ((1, 1024), (4, 4096))]
     md = markdown_table(rows, [1024, 4096], "transformer/sdpa", "H100")
