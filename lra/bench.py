@@ -105,9 +105,14 @@ def build_entry(entry: str, L: int, bench: DictConfig):
     model = build_model(mc, ac, spec)
     flops = None
     if mname == "transformer" and aname in ("math", "sdpa", "flex"):
-        n_layer_params = sum(p.numel() for n, p in model.named_parameters() if "embed" not in n)
-        tokens = bench.batch_size * (L + 1)
-        flops = 6 * n_layer_params * tokens + 12 * mc["num_layers"] * bench.batch_size * (L + 1) ** 2 * mc["qkv_dim"]
+        # 6 x params x tokens (forward 2, backward 4) for the per-token weights, 6 x params x sequences for the
+        # classifier head (it sees the pooled vector only), 12 x layers x B x L^2 x qkv for QK^T and AV; embedding
+        # lookups are free. Checked against torch.utils.flop_counter in tests/test_bench.py.
+        named = [(n, p.numel()) for n, p in model.named_parameters() if "embed" not in n]
+        per_token = sum(k for n, k in named if not n.startswith("head."))
+        per_sequence = sum(k for n, k in named if n.startswith("head."))
+        B, tokens = bench.batch_size, bench.batch_size * (L + 1)
+        flops = 6 * per_token * tokens + 6 * per_sequence * B + 12 * mc["num_layers"] * B * (L + 1) ** 2 * mc["qkv_dim"]
     return model, flops
 
 
