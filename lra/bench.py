@@ -22,8 +22,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
-import os
 import statistics
 import time
 from pathlib import Path
@@ -32,6 +30,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from lra.atomic import atomic_path, write_atomic
 from lra.cpu_memory import cpu_peak_bytes
 from lra.records import git_state, versions
 from lra.tasks.base import TaskSpec
@@ -49,13 +48,16 @@ HF_PEER = {"transformer/nystrom": "hf:nystromformer", "transformer/yoso_e": "hf:
 PEAK_FLOPS = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
 
 
-def attention_cfg(name: str, model_cfg: dict) -> dict:
-    """conf/attention/<name>.yaml resolved against the model config (for ${model.attn_dropout})."""
+def attention_cfg(name: str, model_cfg: dict, bench: DictConfig) -> dict:
+    """conf/attention/<name>.yaml resolved against the model config (for ${model.attn_dropout}), then
+    ``bench.attention_overrides[name]`` (the same settings reach our entry and its HF peer)."""
     path = CONF / "attention" / f"{name}.yaml"
     if not path.is_file():
         raise KeyError(f"bench entry attention {name!r}: no {path}")
     merged = OmegaConf.create({"model": model_cfg, "attention": OmegaConf.load(path)})
-    return OmegaConf.to_container(merged, resolve=True)["attention"]
+    attention = OmegaConf.to_container(merged, resolve=True)["attention"]
+    attention.update((bench.attention_overrides or {}).get(name) or {})
+    return attention
 
 
 def model_cfg(name: str, size: dict) -> dict:
@@ -92,16 +94,13 @@ def build_entry(entry: str, L: int, bench: DictConfig):
         attention = None
         if ours and ours.startswith("transformer/"):  # the peer's attention settings = ours, overrides included
             aname = ours.split("/")[1]
-            attention = attention_cfg(aname, model_cfg("transformer", size))
-            attention.update((bench.attention_overrides or {}).get(aname) or {})
+            attention = attention_cfg(aname, model_cfg("transformer", size), bench)
         return build_hf(base, L, size, attention), None
     from models.registry import build_model
     mname, aname = entry.split("/")
     mname, size = resolve_variant(mname, bench)
     mc = model_cfg(mname, size)
-    ac = attention_cfg(aname, mc) if aname != "none" else {"name": "none"}
-    for k, v in ((bench.attention_overrides or {}).get(aname) or {}).items():
-        ac[k] = v
+    ac = attention_cfg(aname, mc, bench) if aname != "none" else {"name": "none"}
     model = build_model(mc, ac, spec)
     flops = None
     if mname == "transformer" and aname in ("math", "sdpa", "flex"):
@@ -281,9 +280,8 @@ def plot_speed_memory(results: list[dict], path: Path) -> None:
     if axes[0].lines:  # a run where nothing measured (all OOM / skipped) still gets its (empty) plot
         axes[0].legend(fontsize=7)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
 
 
 def _relate(results: list[dict], baseline: str) -> None:
@@ -312,10 +310,8 @@ def _write(out: Path, tag: str, bench: DictConfig, device_name: str, dtype, resu
     md = markdown_table(results, list(bench.lengths), bench.baseline, device_name, bool(bench.compile))
     if pending:
         md = f"**Incomplete run**: not yet measured: {', '.join(pending)}.\n\n" + md
-    for suffix, text in ((".json", json.dumps(payload, indent=2, default=str)), (".md", md)):
-        tmp = out / f"{tag}{suffix}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, out / f"{tag}{suffix}")
+    write_atomic(out / f"{tag}.json", json.dumps(payload, indent=2, default=str))
+    write_atomic(out / f"{tag}.md", md)
     return payload
 
 

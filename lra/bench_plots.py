@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 from pathlib import Path
 
+from lra.atomic import atomic_path
 from lra.results import ROOT, load_records
 
 
@@ -50,9 +50,8 @@ def main(argv=None) -> Path:
     ax.set(xlabel=f"training steps/s at L={args.length} ({bench['device']})", ylabel=f"{args.task} test accuracy (%)",
            title="LRA Figure 3 style: accuracy vs speed, area = peak memory")
     out = Path(args.out or Path(args.bench).with_name(Path(args.bench).stem + f"_fig3_{args.task}.png"))
-    tmp = out.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     print(json.dumps({"figure": str(out), "points": pts, "missing": missing}, indent=1))
     return out
 

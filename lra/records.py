@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import subprocess
 import time
@@ -14,6 +13,8 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+
+from lra.atomic import write_atomic
 
 from models.registry import attention_label
 
@@ -78,7 +79,5 @@ def write_record(record: dict, results_dir) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     rid = (record.get("wandb") or {}).get("id") or record["config_hash"][:8]
     path = d / f"{time.strftime('%Y%m%d-%H%M%S')}_s{record['seed']}_{rid}.json"
-    tmp = path.with_suffix(f".json.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
-    tmp.rename(path)
+    write_atomic(path, json.dumps(record, indent=2, sort_keys=True, default=str))
     return path

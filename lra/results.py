@@ -14,10 +14,11 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import statistics
 from collections import defaultdict
 from pathlib import Path
+
+from lra.atomic import write_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 TASKS = ["listops", "text", "retrieval", "image", "pathfinder", "pathx"]
@@ -108,9 +109,7 @@ def main(argv=None) -> Path:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "accuracy.md"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(accuracy_table(recs))
-    os.replace(tmp, path)
+    write_atomic(path, accuracy_table(recs))
     print(f"{len(recs)} run records -> {path}")
     return path
 

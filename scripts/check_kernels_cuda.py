@@ -47,6 +47,7 @@ from triton.runtime.jit import JITFunction, create_function_from_signature  # no
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kernels.yoso import expectation, kernel  # noqa: E402
+from lra.atomic import write_atomic  # noqa: E402
 
 # Max shared memory per block (opt-in), bytes: CUDA C Programming Guide, "Technical Specifications per
 # Compute Capability" (8.0: 163 KB; 9.0: 227 KB).
@@ -241,12 +242,6 @@ def sweep_yoso_e(targets: list[str], dims: list[int]) -> list[dict]:
     return rows
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def markdown(rows: list[dict]) -> str:
     out = ["| kernel | config | target | registers | spill bytes | shared memory (limit) | ok |",
            "|---|---|---|---:|---:|---:|---|"]
@@ -274,7 +269,7 @@ def main(argv=None) -> int:
     if args.sweep_yoso_e:
         rows = sweep_yoso_e(args.targets, args.dims)
         if args.json:
-            _write_atomic(args.json, json.dumps({"triton": triton.__version__, "rows": rows}, indent=1))
+            write_atomic(args.json, json.dumps({"triton": triton.__version__, "rows": rows}, indent=1))
         return 0
     launches = collect(args.quick)
     print(f"triton {triton.__version__}, torch {torch.__version__}: {len(launches)} distinct kernel "
@@ -288,7 +283,7 @@ def main(argv=None) -> int:
     print(f"{len(rows) - len(bad)}/{len(rows)} compiled within the target's shared memory with at most "
           f"{args.max_spill} B of spills (or a documented spill)")
     if args.json:
-        _write_atomic(args.json, json.dumps({"triton": triton.__version__, "torch": torch.__version__,
+        write_atomic(args.json, json.dumps({"triton": triton.__version__, "torch": torch.__version__,
                                              "rows": rows}, indent=1))
     if args.md:
         cmd = "python scripts/check_kernels_cuda.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -296,7 +291,7 @@ def main(argv=None) -> int:
                 f"{triton.__version__}, torch {torch.__version__}; no GPU involved). Registers and spill bytes are "
                 "per thread (`ptxas -v`); shared memory is Triton's allocation against the per-block opt-in limit. "
                 f"{len(rows) - len(bad)}/{len(rows)} rows pass.\n\n")
-        _write_atomic(args.md, head + markdown(rows) + "\n")
+        write_atomic(args.md, head + markdown(rows) + "\n")
     return 1 if bad else 0
 
 

@@ -67,6 +67,7 @@ from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lra.atomic import write_atomic  # noqa: E402
 from lra.bench import model_cfg  # noqa: E402
 from lra.records import versions  # noqa: E402
 from lra.tasks.base import TaskSpec  # noqa: E402
@@ -504,9 +505,7 @@ def main() -> None:
                    "threads": torch.get_num_threads(), "clock": args.clock,
                    "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                    "versions": versions(), "rows": rows, "ema_alternatives": alts}
-        tmp = args.json.with_suffix(".tmp")
-        tmp.write_text(json.dumps(payload, indent=2))
-        os.replace(tmp, args.json)
+        write_atomic(args.json, json.dumps(payload, indent=2))
         print(f"\nwrote {args.json}")
 
 

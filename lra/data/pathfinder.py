@@ -88,6 +88,8 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, ImageDraw
 
+from lra.atomic import write_atomic
+
 __all__ = [
     "DIFFICULTIES",
     "DIFFICULTY_FOLDERS",
@@ -1917,13 +1919,6 @@ def generate_arrays(resolution: int, difficulty: str, num_samples: int, seed: in
     return images, labels
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def _png_bytes(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")
@@ -1964,13 +1959,13 @@ def write_release_layout(root: str | Path, resolution: int, difficulty: str, num
                 folder.mkdir(parents=True, exist_ok=True)
                 rows[batch] = []
                 done_in_batch[batch] = 0
-            _atomic_write(folder / f"sample_{nimg}.png", _png_bytes(images[j]))
+            write_atomic(folder / f"sample_{nimg}.png", _png_bytes(images[j]))
             rows[batch].append(" ".join(_metadata_row(params, cl, int(labels[j]), int(margins[j]), index,
                                                       images_per_batch)))
             done_in_batch[batch] += 1
             size = min(images_per_batch, num_samples - batch * images_per_batch)
             if done_in_batch[batch] == size:
-                _atomic_write(base / "metadata" / f"{batch}.npy", ("\n".join(rows.pop(batch)) + "\n").encode())
+                write_atomic(base / "metadata" / f"{batch}.npy", ("\n".join(rows.pop(batch)) + "\n").encode())
     if rows:
         raise RuntimeError(f"internal error: batches {sorted(rows)} of {n_batches} were not completed")
     return base
