@@ -86,15 +86,18 @@ def lra_transformer_params(task_name: str, spec) -> int | None:
 
 
 class ImplReporter(Callback):
-    """After the first training step, log one line naming the implementation each attention layer ran
-    (backends with ``impl: auto`` record it in ``impl_used``) and keep it for the run record."""
+    """After the first training step of this fit (step 1, or the first step after a resume), log one line naming
+    the implementation each attention layer ran (backends with ``impl: auto`` record it in ``impl_used``) and
+    keep it for the run record."""
 
     def __init__(self):
         self.used: dict[str, str] = {}
+        self.done = False
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self.used or trainer.global_step != 1:
+        if self.done:
             return
+        self.done = True
         for name, mod in pl_module.named_modules():
             impl = getattr(mod, "impl_used", None)
             if impl is not None:

@@ -58,16 +58,23 @@ class LRAModule(LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss, preds = self._step(batch)
-        if not torch.isfinite(loss):
+        value = float(loss.detach())  # the step's one host synchronisation, before the optimizer applies it
+        if not math.isfinite(value):
             raise NonFiniteLossError(
-                f"non-finite training loss ({loss.item()}) at step {self.global_step}; last finite loss "
+                f"non-finite training loss ({value}) at step {self.global_step}; last finite loss "
                 f"{self.last_finite_loss}. Lower optim.lr, enable trainer.gradient_clip_val, or use fp32.")
-        self.last_finite_loss = float(loss.detach())
+        self.last_finite_loss = value
         self.train_acc(preds, batch["label"])
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/acc", self.train_acc, prog_bar=True)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return loss
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["last_finite_loss"] = self.last_finite_loss
+
+    def on_load_checkpoint(self, checkpoint):
+        self.last_finite_loss = checkpoint.get("last_finite_loss")
 
     def validation_step(self, batch, batch_idx):
         loss, preds = self._step(batch)

@@ -1,5 +1,5 @@
 """``trainer.compile=true`` works for every family: ``torch.compile`` of the whole classifier (the model the
-trainer wraps) gives eager's logits and gradients. The registry is the test matrix, models come from the real
+trainer wraps) gives eager's logits and gradients (eval mode), and trains with dropout active (train mode). The registry is the test matrix, models come from the real
 Hydra config (``experiment=smoke``, ListOps shapes).
 
 CI traces every family with the ``aot_eager`` backend (Dynamo capture + AOTAutograd: what breaks under
@@ -24,8 +24,8 @@ STOCHASTIC = {("transformer", "yoso")}
 FAST_INDUCTOR = {("transformer", "sdpa"), ("transformer", "yoso_e")}
 
 
-def _build(smoke_cfg, model, attention, device="cpu"):
-    overrides = ["task=listops"]
+def _build(smoke_cfg, model, attention, device="cpu", train=False):
+    overrides = ["task=listops"] + (["model.dropout=0.1", "model.attn_dropout=0.1"] if train else [])
     overrides += ["model=mega", "model.chunk_size=16"] if model == "mega-chunk" else [f"model={model}"]
     if attention:
         overrides.append(f"attention={attention}")
@@ -35,7 +35,7 @@ def _build(smoke_cfg, model, attention, device="cpu"):
     spec = build_task(OmegaConf.to_container(cfg.task, resolve=True), cfg.paths.cache_dir).spec
     torch.manual_seed(0)
     net = build_model(OmegaConf.to_container(cfg.model, resolve=True),
-                      OmegaConf.to_container(cfg.attention, resolve=True), spec).to(device).eval()
+                      OmegaConf.to_container(cfg.attention, resolve=True), spec).to(device).train(train)
     g = torch.Generator().manual_seed(1)
     L = min(spec.seq_len, 96)
     ids = torch.randint(1, spec.vocab_size, (3, L), generator=g)
@@ -77,6 +77,24 @@ def test_every_family_traces_under_compile(model, attention, smoke_cfg):
     _check(smoke_cfg, model, attention, "aot_eager")
 
 
+def _check_train(smoke_cfg, model, attention, backend, device="cpu"):
+    """Training mode with dropout 0.1 wherever the family has it (the path trainer.compile runs): compiled
+    forward and backward run, are finite and reach every parameter eager reaches. Dropout draws differ under
+    compile, so values are not compared."""
+    import torch._dynamo
+    torch._dynamo.reset()
+    net, batch = _build(smoke_cfg, model, attention, device, train=True)
+    _, want_g = _fwd_bwd(net, batch)
+    got, got_g = _fwd_bwd(torch.compile(net, backend=backend), batch)
+    assert torch.isfinite(got).all() and set(got_g) == set(want_g)
+    assert all(torch.isfinite(t).all() for t in got_g.values())
+
+
+@pytest.mark.parametrize("model,attention", FAMILIES, ids=lambda x: str(x))
+def test_every_family_trains_under_compile(model, attention, smoke_cfg):
+    _check_train(smoke_cfg, model, attention, "aot_eager")
+
+
 def _inductor_cases():
     for fam in FAMILIES:
         marks = [] if fam in FAST_INDUCTOR else [pytest.mark.slow]
@@ -93,6 +111,7 @@ def test_every_family_compiles_with_inductor(model, attention, smoke_cfg):
 @pytest.mark.parametrize("model,attention", FAMILIES, ids=lambda x: str(x))
 def test_every_family_compiles_on_cuda(model, attention, smoke_cfg):
     _check(smoke_cfg, model, attention, "inductor", device="cuda")
+    _check_train(smoke_cfg, model, attention, "inductor", device="cuda")
 
 
 def test_trainer_compile_end_to_end(smoke_cfg, tmp_path):

@@ -84,3 +84,34 @@ def test_bf16_training_step(compile, tmp_path):
         opt.step()
         losses.append(loss.item())
     assert all(torch.isfinite(torch.tensor(losses)))
+
+
+def test_sdpa_auto_picks_a_flash_kernel_for_unpadded_batches():
+    """The training path: LRAModule flags an unpadded batch on the host, the encoder then passes no mask, and
+    SDPA ``auto`` in bf16 runs a FlashAttention kernel (PyTorch's own, or cuDNN's flash-style SDPA where torch
+    prefers it); a padded batch cannot."""
+    from lra.tasks.base import TaskSpec
+    from models.module import LRAModule
+    from models.registry import build_model
+    spec = TaskSpec(name="t", seq_len=512, vocab_size=17, num_classes=10)
+    cfg = dict(name="transformer", d_model=128, num_layers=1, num_heads=2, qkv_dim=128, mlp_dim=128,
+               head={"mlp_dim": 64})
+    module = LRAModule(build_model(cfg, {"name": "sdpa", "dropout": 0.0}, spec), 10,
+                       {"lr": 1e-3, "betas": [0.9, 0.98], "eps": 1e-9, "weight_decay": 0.0},
+                       {"name": "constant", "warmup_steps": 0}).cuda()
+    flash_ops = ("aten::_scaled_dot_product_flash_attention", "aten::_scaled_dot_product_cudnn_attention")
+
+    def sdpa_ops(pad: bool):
+        ids = torch.randint(1, 17, (4, 512))
+        if pad:
+            ids[1, 400:] = 0
+        batch = module.on_before_batch_transfer({"input_ids": ids, "mask": ids != 0}, 0)
+        batch = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                module(batch).float().sum().backward()
+        return {e.key for e in prof.key_averages() if e.key.startswith("aten::_scaled_dot_product")}
+
+    unpadded, padded = sdpa_ops(False), sdpa_ops(True)
+    assert unpadded & set(flash_ops), f"unpadded batch ran {unpadded}, no flash kernel"
+    assert not padded & {flash_ops[0]}, f"padded batch ran {padded}"

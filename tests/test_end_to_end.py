@@ -118,11 +118,17 @@ def test_multirun_sweep_two_jobs(tmp_path, shared_dirs, smoke_run):
 
 
 def test_resume_continues_same_wandb_run(tmp_path, shared_dirs, smoke_run):
+    """Also: the attention implementation that ran (``impl: auto``) is logged once and recorded by the first run
+    and by the resumed one, which starts at step 10."""
     run_dir = tmp_path / "run"
-    _cli(["trainer.max_steps=10", "trainer.val_check_interval=5", f"hydra.run.dir={run_dir}"], tmp_path, shared_dirs)
+    r1 = _cli(["attention=longformer", "trainer.max_steps=10", "trainer.val_check_interval=5",
+               f"hydra.run.dir={run_dir}"], tmp_path, shared_dirs)
     first = _records(tmp_path / "results")[0]
-    _cli([f"resume={run_dir}", "trainer.max_steps=20", f"hydra.run.dir={tmp_path}/ignored"], tmp_path, shared_dirs)
+    r2 = _cli([f"resume={run_dir}", "trainer.max_steps=20", f"hydra.run.dir={tmp_path}/ignored"], tmp_path, shared_dirs)
     recs = sorted(_records(tmp_path / "results"), key=lambda r: r["metrics"]["train/steps"])
     assert [r["metrics"]["train/steps"] for r in recs] == [10, 20]
+    for r, rec in zip((r1, r2), recs):
+        assert (r.stdout + r.stderr).count("attention implementation that ran: longformer=chunked") == 1
+        assert rec["attention_impl"] == {"longformer": "chunked"}
     assert recs[1]["wandb"]["id"] == first["wandb"]["id"]
     assert recs[1]["config"]["trainer"]["max_steps"] == 20

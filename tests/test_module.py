@@ -33,3 +33,18 @@ def test_nan_loss_stops_with_step_and_last_finite_loss(monkeypatch):
     model.value = float("nan")
     with pytest.raises(NonFiniteLossError, match=r"at step 0; last finite loss 1\.09"):
         module.training_step(batch, 1)
+
+
+def test_last_finite_loss_survives_a_checkpoint(monkeypatch):
+    """A resumed run still names the last finite loss from before the checkpoint."""
+    mk = lambda: LRAModule(_Const(), 3, {"lr": 1e-3, "betas": [0.9, 0.98], "eps": 1e-9, "weight_decay": 0.0},  # noqa: E731
+                           {"name": "constant", "warmup_steps": 0})
+    monkeypatch.setattr(LRAModule, "log", lambda *a, **k: None)
+    monkeypatch.setattr(LRAModule, "trainer", property(lambda self: _Trainer()))
+    module = mk()
+    module.training_step({"label": torch.tensor([0, 1])}, 0)
+    ckpt = {}
+    module.on_save_checkpoint(ckpt)
+    resumed = mk()
+    resumed.on_load_checkpoint(ckpt)
+    assert resumed.last_finite_loss == pytest.approx(module.last_finite_loss) and resumed.last_finite_loss > 1.0
