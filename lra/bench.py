@@ -3,26 +3,35 @@
 Protocol (LRA §4.1 / Table 2): the Text task's model size (4 layers, emb 256, 4 heads, qkv 256, mlp 1024 —
 the released Text config), batch 32, lengths 1K/2K/3K/4K; one measurement = a full training step
 (forward, backward, AdamW step) on random byte tokens. Each (entry, length) gets ``bench.warmup`` untimed
-steps, then ``bench.repeats`` timed steps (CUDA-synchronised), and the median is reported. Peak memory is
-reset before each entry/length and read with ``torch.cuda.max_memory_allocated``; on CPU, two more steps run under
-the profiler and :mod:`lra.cpu_memory` reads the peak from PyTorch's allocator events (same scope: tensors and
-workspaces through PyTorch's allocator).
-An out-of-memory error is recorded as OOM, not a crash. Speed and memory are also given relative to our
-softmax Transformer (``bench.baseline``) on the same device, and MFU for the softmax Transformer.
+steps, then ``bench.repeats`` timed steps (CUDA-synchronised), and the median is reported. On CUDA the peak
+memory statistic is reset after the warm-up (compile workspaces and warm-up allocations do not count) and read
+with ``torch.cuda.max_memory_allocated`` after the timed steps; on CPU, two more steps run under the profiler and
+:mod:`lra.cpu_memory` reads the peak from PyTorch's allocator events (same scope: tensors and workspaces through
+PyTorch's allocator). An out-of-memory error (``torch.OutOfMemoryError`` anywhere in the exception's
+cause/context chain, or an allocator "out of memory" / "can't allocate memory" RuntimeError) is recorded as OOM,
+not a crash. Speed and memory are also given relative to our softmax Transformer (``bench.baseline``) on the same
+device, and MFU for the softmax Transformer. ``bench.compile=true`` compiles every entry with a fresh Dynamo
+cache; hitting Dynamo's recompile limit, or compiling no graph, is an error, never a silent eager run.
 
-Entries: ``<model>/<attention>`` for our models (``mega/none`` for Mega, ``mega-chunk/none`` for Mega-chunk: a
+Entries (``bench.entries: all`` = every one registered): ``<model>/<attention>`` for our models (every registered
+attention backend under ``transformer``; ``mega/none`` for Mega, ``mega-chunk/none`` for Mega-chunk: a
 ``bench.variants`` name, a registered model plus overrides), ``hf:<name>`` for the HF implementation of the same
-model at equal dimensions (see :mod:`lra.bench_hf`), when transformers is
-installed. Outputs under ``bench.out_dir``: ``<tag>.json``, ``<tag>.md`` (a Table-2-shaped markdown table next
-to the published figures) and ``<tag>_speed_memory.png``; ``python -m lra.bench_plots`` draws the LRA
-Figure 3 bubble chart from run records plus bench results.
+model at equal dimensions (see :mod:`lra.bench_hf`; ``bench.hf_peers: all`` = the peer of every benched entry
+that has one), recorded as skipped when transformers (or, for ``hf:yoso``, HF's CUDA kernels) is missing.
+Outputs under ``bench.out_dir`` (``<paths.results_dir>/bench``): ``<tag>.json``, ``<tag>.md`` (a Table-2-shaped
+markdown table, with the published figures of the same models beside ours) and ``<tag>_speed_memory.png``; and
+``<tag>_fig3_text.png``, the LRA Figure 3 bubble chart (:mod:`lra.bench_plots`), when ``bench.runs_dir`` holds
+Text run records at the longest bench length. ``python -m lra.bench --render results/bench/<tag>.json``
+re-renders ``<tag>.md`` from a bench JSON with the current tables and FLOP count (no device needed).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -36,13 +45,25 @@ from lra.records import git_state, versions
 from lra.tasks.base import TaskSpec
 
 log = logging.getLogger("lra.bench")
-CONF = Path(__file__).resolve().parent.parent / "conf"
-PUBLISHED = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "published-efficiency.csv"
+ROOT = Path(__file__).resolve().parent.parent
+CONF = ROOT / "conf"
+PUBLISHED = ROOT.parent / "shared" / "reference" / "published-efficiency.csv"
 
 # our entry -> the HF implementation of the same model (lra.bench_hf)
 HF_PEER = {"transformer/nystrom": "hf:nystromformer", "transformer/yoso_e": "hf:yoso_e", "transformer/yoso": "hf:yoso",
            "transformer/lsh": "hf:reformer", "transformer/longformer": "hf:longformer", "mega/none": "hf:mega",
            "mega-chunk/none": "hf:mega-chunk"}
+
+# our entry -> the published model it implements (names as in published-efficiency.csv)
+PUBLISHED_AS = {"transformer/math": "Transformer", "transformer/sdpa": "Transformer", "transformer/flex": "Transformer",
+                "transformer/nystrom": "Nystromformer", "transformer/yoso": "YOSO", "transformer/yoso_e": "YOSO",
+                "transformer/lsh": "Reformer", "transformer/longformer": "Longformer",
+                "transformer/local": "Local Attention", "mega/none": "Mega", "mega-chunk/none": "Mega-chunk"}
+# Table-2-protocol sources, preferred first -> the name of that paper's own Transformer
+TABLE2_SOURCES = {"LRA paper Table 2": "Transformer", "Mega paper Table 2": "Transformer (XFM, re-implemented)"}
+
+# the softmax Transformer entries, whose FLOPs per step (and so MFU) the bench counts
+MFU_ENTRIES = ("transformer/math", "transformer/sdpa", "transformer/flex")
 
 # dense bf16 tensor-core peak FLOP/s by GPU name fragment (vendor datasheets, no sparsity)
 PEAK_FLOPS = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
@@ -68,18 +89,60 @@ def model_cfg(name: str, size: dict) -> dict:
     return base
 
 
+def _variants(bench: DictConfig) -> dict:
+    variants = OmegaConf.to_container(bench.variants, resolve=True) if bench.get("variants") else {}
+    for name, v in variants.items():
+        if set(v) != {"model", "overrides"}:
+            raise KeyError(f"bench.variants.{name}: needs exactly the keys model and overrides, got {sorted(v)}")
+    return variants
+
+
 def resolve_variant(name: str, bench: DictConfig) -> tuple[str, dict]:
     """Entry model name -> (registered model, size dict with the variant's overrides merged into that model's
     size). ``bench.variants`` maps e.g. ``mega-chunk`` to ``mega`` + ``{chunk_size: 128}``."""
     size = OmegaConf.to_container(bench.size, resolve=True)
-    variants = OmegaConf.to_container(bench.variants, resolve=True) if bench.get("variants") else {}
+    variants = _variants(bench)
     if name not in variants:
         return name, size
     v = variants[name]
-    if set(v) != {"model", "overrides"}:
-        raise KeyError(f"bench.variants.{name}: needs exactly the keys model and overrides, got {sorted(v)}")
     size[v["model"]] = {**size.get(v["model"], {}), **v["overrides"]}
     return v["model"], size
+
+
+def registered_entries(bench: DictConfig) -> list[str]:
+    """Every entry the registries define: ``<model>/<attention>`` for each registered attention backend under
+    each model family that uses attention, ``<model>/none`` for the others, then the same for each
+    ``bench.variants`` name (as its model)."""
+    from models.attention import ATTENTION_REGISTRY
+    from models.registry import MODEL_REGISTRY, USES_ATTENTION
+    variants = _variants(bench)
+    unknown = {n: v["model"] for n, v in variants.items() if v["model"] not in MODEL_REGISTRY}
+    if unknown:
+        raise KeyError(f"bench.variants: unknown model(s) {unknown}; registered: {sorted(MODEL_REGISTRY)}")
+    out = []
+    for name, model in [*((m, m) for m in MODEL_REGISTRY), *((n, v["model"]) for n, v in variants.items())]:
+        out += [f"{name}/{a}" for a in ATTENTION_REGISTRY] if USES_ATTENTION[model] else [f"{name}/none"]
+    return out
+
+
+def bench_entries(bench: DictConfig) -> list[str]:
+    """``bench.entries`` (``all`` or a list) followed by the HF peers of ``bench.hf_peers`` (``all`` = the peer of
+    every chosen entry that has one, or a list of names); an unknown name raises with the valid choices."""
+    def chosen(key: str, valid: list[str], all_: list[str]) -> list[str]:
+        value = bench[key]
+        if isinstance(value, str):
+            if value != "all":
+                raise ValueError(f"bench.{key}: {value!r}; use all or a list of {valid}")
+            return all_
+        unknown = [e for e in value if e not in valid]
+        if unknown:
+            raise KeyError(f"bench.{key}: unknown {unknown}; valid: all or a list of {valid}")
+        return list(value)
+
+    registered = registered_entries(bench)
+    ours = chosen("entries", registered, registered)
+    peers = chosen("hf_peers", sorted({p[3:] for p in HF_PEER.values()}), [HF_PEER[e][3:] for e in ours if e in HF_PEER])
+    return ours + [f"hf:{h}" for h in peers]
 
 
 def build_entry(entry: str, L: int, bench: DictConfig):
@@ -103,7 +166,7 @@ def build_entry(entry: str, L: int, bench: DictConfig):
     ac = attention_cfg(aname, mc, bench) if aname != "none" else {"name": "none"}
     model = build_model(mc, ac, spec)
     flops = None
-    if mname == "transformer" and aname in ("math", "sdpa", "flex"):
+    if f"{mname}/{aname}" in MFU_ENTRIES:
         # 6 x params x tokens (forward 2, backward 4) for the per-token weights, 6 x params x sequences for the
         # classifier head (it sees the pooled vector only), 12 x layers x B x L^2 x qkv for QK^T and AV; embedding
         # lookups are free. Checked against torch.utils.flop_counter in tests/test_bench.py.
@@ -115,11 +178,39 @@ def build_entry(entry: str, L: int, bench: DictConfig):
     return model, flops
 
 
+def run_steps(step, bench: DictConfig, device: torch.device) -> list[float]:
+    """``bench.warmup`` untimed steps, then (CUDA) the peak-memory reset, so compile workspaces and warm-up
+    allocations never count, then ``bench.repeats`` timed steps -> their times in seconds."""
+    cuda = device.type == "cuda"
+    for _ in range(bench.warmup):
+        step()
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(bench.repeats):
+        if cuda:
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        step()
+        if cuda:
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
 def time_entry(model, L: int, bench: DictConfig, device: torch.device, dtype) -> dict:
     model = model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    compiling = contextlib.nullcontext()
     if bench.compile:  # compilation happens in the warm-up steps, outside the timed repeats
-        model = torch.compile(model)
+        # every entry runs the same forward code: without a fresh cache Dynamo hits its recompile limit after a
+        # few (entry, length) pairs and runs the rest eager; hitting it inside one entry is an error
+        from torch._dynamo.utils import counters
+        torch._dynamo.reset()
+        model = torch.compile(model, backend=bench.compile_backend)
+        compiling = torch._dynamo.config.patch(fail_on_recompile_limit_hit=True)
+        graphs_before = counters["stats"]["unique_graphs"]
     g = torch.Generator(device="cpu").manual_seed(0)
     ids = torch.randint(1, 257, (bench.batch_size, L), generator=g).to(device)
     # random tokens, no padding: all_real lets our models skip masking, as training does for unpadded batches
@@ -137,29 +228,37 @@ def time_entry(model, L: int, bench: DictConfig, device: torch.device, dtype) ->
 
     if device.type == "cuda":
         torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-    for _ in range(bench.warmup):
-        step()
-    times = []
-    for _ in range(bench.repeats):
+    with compiling:
+        times = run_steps(step, bench, device)
         if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t0)
+            mem = int(torch.cuda.max_memory_allocated(device))
+        else:  # after the timed repeats, so the profiler's overhead never reaches the timings
+            def persistent():
+                params = list(model.parameters())
+                return [*params, *(p.grad for p in params), *model.buffers(), ids, batch["mask"], batch["label"],
+                        *(t for state in opt.state.values() for t in state.values() if torch.is_tensor(t))]
+            mem = cpu_peak_bytes(step, persistent)
     med = statistics.median(times)
-    if device.type == "cuda":
-        mem = int(torch.cuda.max_memory_allocated(device))
-    else:  # after the timed repeats, so the profiler's overhead never reaches the timings
-        def persistent():
-            params = list(model.parameters())
-            return [*params, *(p.grad for p in params), *model.buffers(), ids, batch["mask"], batch["label"],
-                    *(t for state in opt.state.values() for t in state.values() if torch.is_tensor(t))]
-        mem = cpu_peak_bytes(step, persistent)
-    return {"step_s": med, "steps_per_s": 1.0 / med, "tokens_per_s": bench.batch_size * L / med, "peak_bytes": mem,
-            "times": times}
+    out = {"step_s": med, "steps_per_s": 1.0 / med, "tokens_per_s": bench.batch_size * L / med, "peak_bytes": mem,
+           "times": times}
+    if bench.compile:
+        out["compiled_graphs"] = counters["stats"]["unique_graphs"] - graphs_before
+        if not out["compiled_graphs"]:
+            raise RuntimeError("torch.compile compiled no graph: the entry ran eager")
+    return out
+
+
+def is_oom(e: BaseException) -> bool:
+    """Out of memory: a ``torch.OutOfMemoryError`` anywhere in the cause/context chain, or a RuntimeError from an
+    allocator (CUDA "out of memory", CPU "DefaultCPUAllocator: can't allocate memory")."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, torch.OutOfMemoryError) or (
+                isinstance(e, RuntimeError) and ("out of memory" in str(e) or "can't allocate memory" in str(e))):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def _published() -> list[dict]:
@@ -182,6 +281,29 @@ def published_relative_4k() -> list[dict]:
             and not r["source"].startswith("LRA paper Table 2")]
 
 
+def published_relative(model: str, L: int) -> tuple[str, str, str] | None:
+    """(source, speed x, memory x) of a published model on the Text task at length ``L``, relative to the same
+    paper's Transformer (the comparison that carries across hardware): the ratio the paper prints where it prints
+    one, else computed from its steps/s and GB. The LRA paper is preferred, then the Mega paper; None if neither."""
+    rows = [r for r in _published() if r.get("task") == "text" and r.get("seq_len") == str(L)]
+    for source, reference in TABLE2_SOURCES.items():
+        ours = [r for r in rows if r["source"].startswith(source)]
+        row = next((r for r in ours if r["model"] == model), None)
+        if row is None:
+            continue
+        ref = next(r for r in ours if r["model"] == reference)
+        speed = row["speed_rel"] or f"{float(row['steps_per_s']) / float(ref['steps_per_s']):.2f}"
+        mem = row["mem_rel"] or f"{float(row['mem_gb']) / float(ref['mem_gb']):.2f}"
+        return source.replace(" paper", ""), speed, mem
+    return None
+
+
+def published_as(entry: str) -> str | None:
+    """The published model an entry (or the HF peer of an entry) implements."""
+    ours = next((e for e, peer in HF_PEER.items() if peer == entry), entry)
+    return PUBLISHED_AS.get(ours)
+
+
 def markdown_table(results: list[dict], lengths: list[int], baseline: str, device_name: str,
                    compiled: bool = False) -> str:
     def cell(r, key, rel_key):
@@ -192,7 +314,8 @@ def markdown_table(results: list[dict], lengths: list[int], baseline: str, devic
         if r.get("status") != "ok" or r.get(key) is None:
             return "—"
         rel = r.get(rel_key)
-        val = f"{r[key]:.2f}" if key == "steps_per_s" else f"{r[key] / 2**30:.3g}"  # CPU bench peaks are MiB-sized
+        # three significant digits, trailing zeros kept (6.00, 21.1, 0.0123): CPU bench peaks are MiB-sized
+        val = f"{r[key]:.2f}" if key == "steps_per_s" else f"{r[key] / 2**30:#.3g}".rstrip(".")
         return f"{val} ({rel:.2f}x)" if rel is not None else val
 
     by = {(r["entry"], r["length"]): r for r in results}
@@ -206,6 +329,22 @@ def markdown_table(results: list[dict], lengths: list[int], baseline: str, devic
         row = [cell(by.get((e, L)), "steps_per_s", "speed_rel") for L in lengths]
         row += [cell(by.get((e, L)), "peak_bytes", "mem_rel") for L in lengths]
         lines.append(f"| {e} | " + " | ".join(row) + " |")
+    lines += ["", f"Ours beside the published figures for the same model, relative to the softmax Transformer at the "
+              f"same length (ours: to `{baseline}` on {device_name}; published: to the paper's own Transformer, the "
+              "ratio it prints, else computed from its steps/s and GB). Cells: ours / published:", "",
+              "| entry | published as | source | " + " | ".join(f"speed x {L}" for L in lengths) + " | " +
+              " | ".join(f"memory x {L}" for L in lengths) + " |", "|" + "---|" * (3 + 2 * len(lengths))]
+    for e in entries:
+        model = published_as(e)
+        pub = {L: published_relative(model, L) if model else None for L in lengths}
+        sources = ", ".join(dict.fromkeys(p[0] for p in pub.values() if p)) or "—"
+
+        def pair(L, rel_key, i):
+            r = by.get((e, L)) or {}
+            ours = "OOM" if r.get("status") == "OOM" else "—" if r.get(rel_key) is None else f"{r[rel_key]:.2f}"
+            return f"{ours} / {pub[L][i] if pub[L] else '—'}"
+        lines.append(f"| {e} | {model or '—'} | {sources} | " + " | ".join(pair(L, "speed_rel", 1) for L in lengths) +
+                     " | " + " | ".join(pair(L, "mem_rel", 2) for L in lengths) + " |")
     lo, hi = min(lengths), max(lengths)
     if lo != hi:
         lines += ["", f"Cost growth from {lo} to {hi} tokens (step time ratio, peak memory ratio; linear cost = "
@@ -239,7 +378,8 @@ def markdown_table(results: list[dict], lengths: list[int], baseline: str, devic
                          " | ".join(ratio(L, "vs_hf_mem") for L in lengths) + " |")
     pub = published_rows()
     if pub:
-        lines += ["", "Published (LRA Table 2, TPU v3, batch 32; steps/s, memory GB per device):", "",
+        lines += ["", "Published (LRA Table 2, TPU v3, batch 32; steps/s, memory in GB per device as printed, where our "
+                  "tables use GiB = 2^30 bytes):", "",
                   "| model | " + " | ".join(f"steps/s {L}" for L in (1024, 2048, 3072, 4096)) + " | " +
                   " | ".join(f"GB {L}" for L in (1024, 2048, 3072, 4096)) + " |",
                   "|" + "---|" * 9]
@@ -300,6 +440,42 @@ def _relate(results: list[dict], baseline: str) -> None:
             r["vs_hf_mem"] = (r["peak_bytes"] / peer["peak_bytes"]) if r["peak_bytes"] and peer["peak_bytes"] else None
 
 
+def add_mfu(r: dict, flops: int | None, device_name: str) -> None:
+    """FLOPs per step and MFU (over the device's dense bf16 peak) of a measured GPU row, when the FLOPs are counted."""
+    if flops is None or r["status"] != "ok" or device_name == "cpu":
+        return
+    peak = next((v for k, v in PEAK_FLOPS.items() if k in device_name), None)
+    r["flops_per_step"] = flops
+    r["mfu"] = flops * r["steps_per_s"] / peak if peak else None
+
+
+def render_markdown(payload: dict, json_path: Path) -> str:
+    """The ``<tag>.md`` of a bench payload: a header naming its JSON and the command that re-renders it, the
+    incomplete-run note if any, then :func:`markdown_table`."""
+    p = json_path.resolve()
+    shown = p.relative_to(ROOT) if p.is_relative_to(ROOT) else p
+    c = payload["config"]
+    md = (f"_Rendered from `{p.name}` by lra.bench; re-render with `python -m lra.bench --render {shown}` (current "
+          "tables and FLOP count, no device needed)._\n\n")
+    if payload.get("pending_entries"):
+        md += f"**Incomplete run**: not yet measured: {', '.join(payload['pending_entries'])}.\n\n"
+    return md + markdown_table(payload["results"], list(c["lengths"]), c["baseline"], payload["device"],
+                               bool(c.get("compile")))
+
+
+def render(json_path: Path) -> Path:
+    """Re-render ``<tag>.md`` beside a bench JSON with the current tables, MFU recounted with the current FLOP
+    count of :func:`build_entry`; the JSON itself is not touched."""
+    payload = json.loads(json_path.read_text())
+    bench = OmegaConf.create(payload["config"])
+    for r in payload["results"]:
+        if r["entry"] in MFU_ENTRIES:
+            add_mfu(r, build_entry(r["entry"], r["length"], bench)[1], payload["device"])
+    md_path = json_path.with_suffix(".md")
+    write_atomic(md_path, render_markdown(payload, json_path))
+    return md_path
+
+
 def _write(out: Path, tag: str, bench: DictConfig, device_name: str, dtype, results: list[dict],
            pending: list[str]) -> dict:
     """Write ``<tag>.json`` and ``<tag>.md`` (each written, then renamed). Called after every entry, so a run cut
@@ -307,16 +483,14 @@ def _write(out: Path, tag: str, bench: DictConfig, device_name: str, dtype, resu
     payload = {"protocol": "LRA Table 2 (text, fixed model size)", "config": OmegaConf.to_container(bench, resolve=True),
                "device": device_name, "dtype": str(dtype), "versions": versions(), "git": git_state(),
                "complete": not pending, "pending_entries": pending, "results": results}
-    md = markdown_table(results, list(bench.lengths), bench.baseline, device_name, bool(bench.compile))
-    if pending:
-        md = f"**Incomplete run**: not yet measured: {', '.join(pending)}.\n\n" + md
     write_atomic(out / f"{tag}.json", json.dumps(payload, indent=2, default=str))
-    write_atomic(out / f"{tag}.md", md)
+    write_atomic(out / f"{tag}.md", render_markdown(payload, out / f"{tag}.json"))
     return payload
 
 
 def run_bench(cfg: DictConfig) -> dict:
     bench = cfg.bench
+    entries = bench_entries(bench)  # before any measurement: an unknown name fails here
     want = bench.device
     device = torch.device("cuda" if (want == "auto" and torch.cuda.is_available()) or want == "cuda" else "cpu")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
@@ -328,7 +502,6 @@ def run_bench(cfg: DictConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     tag = bench.tag or f"{device_name.replace(' ', '_')}_{time.strftime('%Y%m%d-%H%M%S')}"
     results = []
-    entries = list(bench.entries) + ([f"hf:{h}" for h in bench.hf_peers] if bench.hf_peers else [])
     from tqdm import tqdm
     for i, entry in enumerate(tqdm(entries, desc="bench entries")):
         for L in bench.lengths:
@@ -338,16 +511,11 @@ def run_bench(cfg: DictConfig) -> dict:
                 model, flops = build_entry(entry, int(L), bench)
                 r["params"] = sum(p.numel() for p in model.parameters())
                 r.update(time_entry(model, int(L), bench, device, dtype), status="ok")
-                if flops is not None and device.type == "cuda":
-                    peak = next((v for k, v in PEAK_FLOPS.items() if k in device_name), None)
-                    r["flops_per_step"] = flops
-                    r["mfu"] = flops * r["steps_per_s"] / peak if peak else None
-            except torch.OutOfMemoryError:
-                r["status"] = "OOM"
+                add_mfu(r, flops, device_name)
             except ImportError as e:
                 r.update(status="skipped", reason=str(e))
-            except Exception as e:  # recorded, reported at the end, and the exit status says so
-                r.update(status="error", reason=f"{type(e).__name__}: {str(e)[:500]}")
+            except Exception as e:  # recorded, reported at the end, and the exit status says so (OOM excepted)
+                r.update(status="OOM" if is_oom(e) else "error", reason=f"{type(e).__name__}: {str(e)[:500]}")
             finally:
                 model = None
                 if device.type == "cuda":
@@ -360,10 +528,16 @@ def run_bench(cfg: DictConfig) -> dict:
         payload = _write(out, tag, bench, device_name, dtype, results, [])
     plot_speed_memory(results, out / f"{tag}_speed_memory.png")
     print((out / f"{tag}.md").read_text())
-    errors = [r for r in results if r["status"] == "error"]
-    for r in errors:
-        log.error("%s L=%d failed: %s", r["entry"], r["length"], r["reason"])
-    print(json.dumps({"bench": str(out / f"{tag}.json"), "errors": len(errors)}))
+    from lra.bench_plots import draw_fig3
+    from lra.results import load_records
+    fig3 = draw_fig3(payload, load_records(Path(bench.runs_dir)), "text", max(bench.lengths), out / f"{tag}_fig3_text.png")
+    print(f"Figure 3: {fig3['figure']}" if fig3["figure"] else f"{fig3['reason']}: Figure 3 not drawn")
+    for r in results:
+        if r["status"] in ("error", "skipped"):
+            (log.error if r["status"] == "error" else log.warning)("%s L=%d %s: %s", r["entry"], r["length"],
+                                                                   r["status"], r["reason"])
+    print(json.dumps({"bench": str(out / f"{tag}.json"), "errors": sum(r["status"] == "error" for r in results),
+                      "skipped": sum(r["status"] == "skipped" for r in results)}))
     return payload
 
 
@@ -375,4 +549,9 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--render"]:  # python -m lra.bench --render results/bench/<tag>.json (no Hydra)
+        if len(sys.argv) != 3:
+            raise SystemExit("usage: python -m lra.bench --render results/bench/<tag>.json")
+        print(render(Path(sys.argv[2])))
+    else:
+        main()

@@ -3,7 +3,8 @@
 Each peer is the HF encoder (transformers==4.57.6, the test-only extra; Mega lives in
 ``models/deprecated/mega`` there) with the same width, depth, heads, FFN width and sequence length as
 our bench entry, plus a linear head on the first position. Names: ``nystromformer``, ``yoso_e``
-(expectation), ``yoso`` (LSH; needs HF's JIT-compiled CUDA kernels: nvcc + ninja at run time),
+(expectation), ``yoso`` (LSH; needs HF's JIT-compiled CUDA kernels: nvcc + ninja at run time, else
+ImportError, which the bench records as skipped),
 ``reformer`` (LSH layers, HF's reversible stack), ``longformer``, ``mega`` (from our resolved Mega config:
 ``conf/model/mega.yaml`` + ``bench.size.mega``, dims, dropouts and truncation;
 ``mega-chunk`` = ``mega`` with ``use_chunking`` at the variant's ``chunk_size``). The attention-specific
@@ -63,7 +64,12 @@ def build_hf(name: str, L: int, size: dict, attention: dict | None = None) -> nn
         cfg = T.YosoConfig(**common, max_position_embeddings=L + 2, use_expectation=name == "yoso_e",
                            hash_code_len=tau, num_hash=nh, conv_window=conv, use_fast_hash=True,
                            lsh_backward=lsh_backward)
-        return HFClassifier(T.YosoModel(cfg), D)
+        encoder = T.YosoModel(cfg)
+        from transformers.models.yoso import modeling_yoso
+        if name == "yoso" and modeling_yoso.lsh_cumulation is None:  # HF logs a warning, then crashes in forward
+            raise ImportError("hf:yoso needs HF's JIT-compiled CUDA LSH kernels (CUDA, nvcc and ninja at run time); "
+                              "they did not load")
+        return HFClassifier(encoder, D)
     if name == "longformer":
         window, glob = need("window", "global_tokens")
         if list(glob) not in ([0], []):

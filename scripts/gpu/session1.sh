@@ -11,5 +11,5 @@ for a in ${ATTNS:-sdpa flex math}; do
     loader.num_workers=4 paths.data_dir=/tmp/data paths.cache_dir=/tmp/cache paths.results_dir=$OUT/runs \
     hydra.run.dir=/tmp/runs/listops_$a trainer.enable_progress_bar=false 2>&1 | grep -E "test/acc|Error|error|parameters" | tee -a $OUT/listops_runs.txt
 done
-python3 -m lra.bench bench.entries='[transformer/math,transformer/sdpa,transformer/flex]' paths.results_dir=$OUT/runs \
+python3 -m lra.bench bench.entries='[transformer/math,transformer/sdpa,transformer/flex]' bench.hf_peers='[]' paths.results_dir=$OUT \
   bench.tag=h100_session1 2>&1 | grep -v INFO | tail -40 | tee $OUT/bench.txt
