@@ -199,6 +199,17 @@ def run_steps(step, bench: DictConfig, device: torch.device) -> list[float]:
     return times
 
 
+@contextlib.contextmanager
+def _tf32(on: bool):
+    """TF32 for the fp32 matmuls left outside autocast, only while an entry is measured (restored after)."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = on or before
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+
+
 def time_entry(model, L: int, bench: DictConfig, device: torch.device, dtype) -> dict:
     model = model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -228,7 +239,7 @@ def time_entry(model, L: int, bench: DictConfig, device: torch.device, dtype) ->
 
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    with compiling:
+    with compiling, _tf32(device.type == "cuda"):
         times = run_steps(step, bench, device)
         if device.type == "cuda":
             mem = int(torch.cuda.max_memory_allocated(device))
@@ -495,8 +506,6 @@ def run_bench(cfg: DictConfig) -> dict:
     device = torch.device("cuda" if (want == "auto" and torch.cuda.is_available()) or want == "cuda" else "cpu")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
         bench.dtype if bench.dtype != "auto" else ("bf16" if device.type == "cuda" else "fp32")]
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     out = Path(bench.out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -56,3 +56,12 @@ def _clear_hydra():
 
 def resolved(cfg):
     return OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.fixture(autouse=True)
+def _no_tf32(monkeypatch):
+    """CUDA tests compare against fp32 references: their matmuls must not use TF32, whatever another test or the
+    environment left set (lra.bench enables it while it measures an entry)."""
+    import torch
+    if torch.cuda.is_available():
+        monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)

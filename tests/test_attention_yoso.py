@@ -4,6 +4,7 @@ from __future__ import annotations
 import inspect
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -69,6 +70,32 @@ def test_impl_auto_records_reference_on_cpu_and_triton_is_refused_without_interp
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(BackendUnsupported, match="TRITON_INTERPRET"):
         make("yoso", impl="triton")(q, k, v)
+
+
+@pytest.mark.parametrize("name", ["yoso_e", "yoso"])
+def test_impl_auto_resolution_and_refusal(name, monkeypatch):
+    """One rule for both backends: auto = triton on CUDA when Triton can run there and the input is not fp64,
+    else the reference; an explicit triton that cannot run is refused with the reason (CUDA and Triton's
+    availability are stand-ins here, so this runs on CPU)."""
+    import models.attention.yoso as Y
+
+    def on(device, dtype=torch.float32):  # what _resolve_impl reads of q
+        return SimpleNamespace(device=torch.device(device), dtype=dtype)
+
+    attn = make(name)
+    monkeypatch.setattr(Y, "triton_unavailable_reason", lambda device: None)
+    assert attn._resolve_impl(on("cuda")) == "triton"
+    assert attn._resolve_impl(on("cuda", torch.bfloat16)) == "triton"
+    assert attn._resolve_impl(on("cuda", torch.float64)) == "reference"
+    assert attn._resolve_impl(on("cpu")) == "reference"
+    q, k, v, _ = _qkv(B=1, L=8)
+    with pytest.raises(BackendUnsupported, match="fp64"):
+        make(name, impl="triton")(q.double(), k.double(), v.double())
+    monkeypatch.setattr(Y, "triton_unavailable_reason", lambda device: "triton is not importable (stand-in)")
+    assert attn._resolve_impl(on("cuda")) == "reference"
+    assert make(name, impl="reference")._resolve_impl(on("cuda")) == "reference"
+    with pytest.raises(BackendUnsupported, match=r"impl=triton: triton is not importable \(stand-in\)"):
+        make(name, impl="triton")(q, k, v)
 
 
 # ----------------------------------------------------------------------------------------- sampling -> expectation

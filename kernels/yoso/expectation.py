@@ -33,14 +33,16 @@ API
     :func:`kernels.yoso.function.triton_unavailable_reason`).
 Tested (``tests/kernels/test_yoso_e.py``): under ``TRITON_INTERPRET=1`` in fp32 against the reference with the
 STYLE §6 rule (error w.r.t. a float64 golden run ≤ 2× the fp32 reference's + a small atol) for the output and
-every gradient in both modes: lengths 1/17/100/1000, Lq ≠ Lk, separate query/key masks, fully padded rows,
-NaN-filled padding, odd and wide d / d_v, the GPU's row blocks, non-contiguous inputs, bitwise
-repeatability; E and ∂E/∂s elementwise on a grid of cosines including the last 200 fp32 values before ±1;
-``torch.library.opcheck`` on both ops; ``torch.compile(fullgraph=True, backend="aot_eager")`` through the
-attention backend, forward + backward. For GPUs, offline: every configuration picked by :func:`_config` up to
-width 128 compiles for sm_80 and sm_90 without register spills (``scripts/check_kernels_cuda.py``, launches
-specialised as at run time; ``tests/kernels/test_cuda_compile.py``); the CUDA tests (fp32/bf16, L 1001/4000,
-``gpu`` marker) and the timing in ``scripts/bench_yoso.py`` have not been run on a device yet.
+every gradient in both modes: lengths 1/17/100/1000 (fully padded rows at every length), Lq ≠ Lk, separate
+query/key masks, NaN-filled padding and NaN past the end of every input, odd and wide d / d_v, the GPU's row
+blocks, non-contiguous inputs, bitwise repeatability, fp16/bf16 inputs (length 17); E and ∂E/∂s elementwise on
+a grid of cosines including the last 200 fp32 values before ±1; ``torch.library.opcheck`` on both ops;
+``torch.compile(fullgraph=True, backend="aot_eager")`` through the attention backend, forward + backward. The
+kernel-vs-reference tests also run compiled on CUDA when a device is present (``gpu`` marker), plus fp32/bf16
+at L 1001/4000 on CUDA only. For GPUs, offline: every configuration picked by :func:`_config` up to width 128
+compiles for sm_80 and sm_90 without register spills (``scripts/check_kernels_cuda.py``, launches specialised
+as at run time; ``tests/kernels/test_cuda_compile.py``); the CUDA tests and the timing in
+``scripts/bench_yoso.py`` have not been run on a device yet.
 Known limits
     * fp32 ``ieee`` products run on CUDA cores, not tensor cores: the kernels are bound by FMA throughput
       (forward ~2·(d + d_v) + 30 flops per (query, key) pair, backward about twice that), not by memory, and

@@ -46,6 +46,10 @@ Python API (same signatures and semantics as before the ops were registered):
   impl, lsh_backward, hash_group)`` calls ``lra::yoso_lsh_cumulation_qkv`` (formerly an autograd.Function).
 * :func:`yoso_lsh` — hash (unless codes are given) + ``lra::yoso_lsh_cumulation_qkv``.
 
+Codes given by the caller (these functions, ``yoso_lsh(codes=...)``) are checked eagerly to lie in
+``[0, 2**hash_code_len)`` (ValueError otherwise; skipped while torch.compile traces); the ops themselves do
+not check values (a host sync per call).
+
 Tested in ``tests/kernels/test_yoso.py`` (kernel = reference with shared codes, forward and gradients),
 ``tests/kernels/test_yoso_ops.py`` (``torch.library.opcheck`` of every op with both impls, gradcheck of the
 exact formulas, gradients equal to the former autograd.Function, ``torch.compile(fullgraph=True)`` against
@@ -56,6 +60,7 @@ from __future__ import annotations
 import os
 
 import torch
+from torch._subclasses.fake_tensor import is_fake  # no public equivalent
 
 from kernels.yoso import reference as ref
 
@@ -90,6 +95,23 @@ def _check_codes(codes: torch.Tensor, bh: int, length: int, name: str) -> None:
         raise ValueError(f"{name} must be (BH={bh}, L={length}, num_hash), got {tuple(codes.shape)}")
     if codes.dtype not in (torch.int32, torch.int64):
         raise ValueError(f"{name} must be int32/int64, got {codes.dtype}")
+
+
+def _check_code_range(q_codes: torch.Tensor, k_codes: torch.Tensor, hash_code_len: int) -> None:
+    """Caller-given codes must lie in [0, 2**τ): the kernels index bucket tables with them unchecked (an
+    out-of-range code reads and atomically writes another bucket or past the table). A data-dependent
+    check (one host sync per tensor), so eager only: skipped while torch.compile traces and for fake tensors,
+    which have no values (explicit codes are a testing feature; hashed codes are in range by construction and
+    are not checked)."""
+    if torch.compiler.is_compiling():
+        return
+    for name, codes in (("q_codes", q_codes), ("k_codes", k_codes)):
+        if codes.numel() == 0 or is_fake(codes):
+            continue
+        lo, hi = int(codes.min()), int(codes.max())
+        if lo < 0 or hi >= 1 << hash_code_len:
+            raise ValueError(f"{name} must lie in [0, 2**hash_code_len) = [0, {1 << hash_code_len}) for "
+                             f"hash_code_len={hash_code_len}, got values in [{lo}, {hi}]")
 
 
 def _out_dtype(impl: str, *floats: torch.Tensor) -> torch.dtype:
@@ -192,6 +214,7 @@ _lsh_cumulation_op.register_autograd(_lsh_cumulation_backward, setup_context=_ls
 def lsh_cumulation(q_codes, k_codes, q_mask, k_mask, v, hash_code_len: int, *, impl: str = "reference",
                    hash_group: int | None = None) -> torch.Tensor:
     """``(1/H) Σ_h Σ_{j real, colliding} v_j`` per real query; (BH, Lq, dv). Differentiable in v (exactly)."""
+    _check_code_range(q_codes, k_codes, hash_code_len)
     return torch.ops.lra.yoso_lsh_cumulation(q_codes, k_codes, q_mask, k_mask, v, hash_code_len, impl, hash_group)
 
 
@@ -253,6 +276,7 @@ def lsh_weighted_cumulation(q_mask, q_codes, q_weight, k_mask, k_codes, k_weight
                             impl: str = "reference", hash_group: int | None = None) -> torch.Tensor:
     """``(1/H) Σ_h Σ_{j real, colliding} ⟨qw_i, kw_j⟩ value_j`` per real query; (BH, Lq, dv). Differentiable
     (exactly) in the weights and the value."""
+    _check_code_range(q_codes, k_codes, hash_code_len)
     return torch.ops.lra.yoso_lsh_weighted_cumulation(q_mask, q_codes, q_weight, k_mask, k_codes, k_weight, value,
                                                       hash_code_len, impl, hash_group)
 
@@ -328,6 +352,7 @@ class LSHCumulation:
     @staticmethod
     def apply(q, k, v, q_mask, k_mask, q_codes, k_codes, hash_code_len: int, impl: str = "reference",
               lsh_backward: bool = True, hash_group: int | None = None) -> torch.Tensor:
+        _check_code_range(q_codes, k_codes, hash_code_len)
         return torch.ops.lra.yoso_lsh_cumulation_qkv(q, k, v, q_mask, k_mask, q_codes, k_codes, hash_code_len,
                                                      impl, lsh_backward, hash_group)
 
@@ -338,8 +363,8 @@ def yoso_lsh(q, k, v, q_mask=None, k_mask=None, *, num_hash: int, hash_code_len:
     """Unnormalised YOSO cumulation (BH, Lq, dv) and the codes used, ``(out, (q_codes, k_codes))``.
 
     q, k must already be unit rows (only their signs matter for hashing, but the surrogate backward uses
-    their values). ``codes`` skips hashing; otherwise ``dmat`` (default: a fresh :func:`draw_dmat` from
-    torch's RNG) is shared by q and k, as in CUDA ``fast_hash``.
+    their values). ``codes`` skips hashing (checked to lie in [0, 2^τ)); otherwise ``dmat`` (default: a fresh
+    :func:`draw_dmat` from torch's RNG) is shared by q and k, as in CUDA ``fast_hash``.
     """
     BH, _, d = q.shape
     if codes is None:
@@ -353,6 +378,7 @@ def yoso_lsh(q, k, v, q_mask=None, k_mask=None, *, num_hash: int, hash_code_len:
             k_codes = fast_hash(k.detach(), dmat, num_hash, hash_code_len, k_mask, impl=impl, rotations=rot)
     else:
         q_codes, k_codes = codes
-    out = LSHCumulation.apply(q, k, v, q_mask, k_mask, q_codes, k_codes, hash_code_len, impl, lsh_backward,
-                              hash_group)
+        _check_code_range(q_codes, k_codes, hash_code_len)
+    out = torch.ops.lra.yoso_lsh_cumulation_qkv(q, k, v, q_mask, k_mask, q_codes, k_codes, hash_code_len, impl,
+                                                lsh_backward, hash_group)
     return out, (q_codes, k_codes)

@@ -3,8 +3,10 @@
 Supported
     * any sequence length (masked tails; no multiple-of-8 rule), any value / weight width (column tiles and
       masks; no multiple-of-32 rule), any ``num_hash`` (hashes processed in groups so the bucket table stays
-      under ~256 MiB), head dims up to 1024 (hash width = next power of two ≥ 32), ``hash_code_len`` ≤ 24;
-    * fp32, bf16 and fp16 inputs; hashing, tables and accumulation in fp32; outputs fp32.
+      under ~256 MiB), head dims up to 1024 (hash width = next power of two ≥ 32, wider refused by
+      :func:`fast_hash_triton`), ``hash_code_len`` ≤ 24;
+    * fp32, bf16 and fp16 inputs (cast to fp32 on load); hashing, tables and accumulation in fp32; outputs
+      fp32.
 Kernels
     * ``_yoso_hash_kernel``: the three ``x ⊙ D → Hadamard`` rounds of CUDA ``fast_hash`` composed once into
       ``R = diag(D0)·H·diag(D1)·H·diag(D2)·H`` (:func:`kernels.yoso.reference.rotation_matrices`), so each
@@ -24,13 +26,17 @@ Kernels
       (``method="table"``: tables of ``kw_j[w]·value_j`` for a chunk of w, ~dw times the forward's atomics),
       kept as a cross-check.
 Tested (``tests/kernels/test_yoso.py``): against :mod:`kernels.yoso.reference` with shared codes, forward and
-every gradient, lengths 1/17/100, a fully padded row, NaN-filled padding, odd value widths, segment vs table
-weighted methods, under ``TRITON_INTERPRET=1`` in fp32; bf16 and lengths 1001/4000 on CUDA (passed on an
-H100, triton 3.6, with the former 64-wide hash tile: the current hash tiling has run under the interpreter
-only). ``scripts/bench_yoso.py`` checked them against HF 4.57.6's CUDA kernels on the same codes
-(max |diff| 2e-7 forward, 4e-7 weighted) and reproduced HF's fast_hash codes from the same Dmat draw.
+every gradient, lengths 1/17/100/1000 (hash: 1/5/17/37/100/1000, head dims 8-1024), a fully padded row,
+NaN-filled padding and NaN past the end of every input, odd value widths, hash groups, segment vs table
+weighted methods, fp32 and (length 17) fp16/bf16 inputs, and caller codes outside [0, 2^τ) refused
+(``tests/kernels/test_yoso_ops.py``). Each runs under ``TRITON_INTERPRET=1`` on CPU and compiled on CUDA
+when a device is present (``gpu`` marker), plus bf16/fp32 at lengths 1001/4000 on CUDA only. An earlier
+version passed the CUDA tests on an H100 (triton 3.6, with the former 64-wide hash tile); the current code
+has run under the interpreter only. ``scripts/bench_yoso.py`` checked them against HF 4.57.6's CUDA kernels
+on the same codes (max |diff| 2e-7 forward, 4e-7 weighted) and reproduced HF's fast_hash codes from the same
+Dmat draw.
 Offline GPU check (``scripts/check_kernels_cuda.py``, ``tests/kernels/test_cuda_compile.py``): every launch
-configuration compiles for sm_80 and sm_90 with at most 16 B of register spills (the hash kernel's projection
+configuration at head dims 16-128 compiles for sm_80 and sm_90 with at most 16 B of register spills (the hash kernel's projection
 tile is 32 wide, its loops dynamic: the former 64-wide unrolled tiles spilled 32-48 B on sm_80 at D = 64
 and 23-101 KB per thread at D = 128-256).
 Known limits
@@ -48,6 +54,7 @@ from kernels.yoso.reference import rotation_matrices
 
 TABLE_BUDGET_ELEMS = 1 << 26  # fp32 elements per bucket table (256 MiB)
 MAX_HASH_CODE_LEN = 24
+MAX_HASH_DIM = 1024  # hash width D (head dims ≤ 1024): R is a (D, D) fp32 matrix per (batch·head, part)
 
 
 @triton.jit
@@ -210,6 +217,9 @@ def fast_hash_triton(x: torch.Tensor, dmat: torch.Tensor, num_hash: int, hash_co
     per_part = D // hash_code_len
     if hash_code_len > MAX_HASH_CODE_LEN:
         raise ValueError(f"hash_code_len={hash_code_len} > {MAX_HASH_CODE_LEN} (fp32 code packing)")
+    if D > MAX_HASH_DIM:
+        raise ValueError(f"the Triton hash takes hash widths ≤ {MAX_HASH_DIM} (head dims ≤ {MAX_HASH_DIM}), got "
+                         f"{D} for d={d} (use impl=reference)")
     r = rotation_matrices(dmat).contiguous() if rotations is None else rotations
     GP = max(16, _pow2(per_part))
     pmat = _packing_matrix(D, per_part, hash_code_len, GP, x.device)

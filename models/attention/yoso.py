@@ -67,17 +67,21 @@ def _flat_mask(key_padding_mask: torch.Tensor | None, H: int) -> torch.Tensor | 
 
 
 class _YosoBase(AttentionBackend):
-    """Shared parts: option checks, q/k normalisation, output normalisation and the optional conv."""
+    """Shared parts: option checks, ``impl`` resolution and refusal, q/k normalisation, output normalisation
+    and the optional conv."""
 
-    def __init__(self, *, num_heads: int, head_dim: int, hash_code_len: int, conv_window: int | None,
-                 dropout: float):
+    def __init__(self, *, num_heads: int, head_dim: int, hash_code_len: int, impl: str,
+                 conv_window: int | None, dropout: float):
         super().__init__()
+        if impl not in ("auto",) + IMPLS:
+            raise ValueError(f"impl={impl!r}; choose auto, reference or triton")
         if dropout != 0.0:
             raise ValueError(f"attention={self.name}: YOSO has no attention weights to drop (HF defines the "
                              f"dropout and never applies it); set attention.dropout=0.0, got {dropout}")
         if not isinstance(hash_code_len, int) or hash_code_len < 1:
             raise ValueError(f"hash_code_len must be a positive int, got {hash_code_len!r}")
-        self.num_heads, self.head_dim, self.hash_code_len = num_heads, head_dim, hash_code_len
+        self.num_heads, self.head_dim, self.hash_code_len, self.impl = num_heads, head_dim, hash_code_len, impl
+        self.impl_used: str | None = None  # which implementation the last forward ran
         self.conv = None
         if conv_window is not None:
             if not isinstance(conv_window, int) or conv_window < 1 or conv_window % 2 == 0:
@@ -89,6 +93,25 @@ class _YosoBase(AttentionBackend):
     @staticmethod
     def _work(q):
         return torch.float64 if q.dtype == torch.float64 else torch.float32
+
+    def _resolve_impl(self, q: torch.Tensor) -> str:
+        """``auto``: triton on CUDA when Triton can run there and q is not fp64, else the reference. An
+        explicit impl is kept: :meth:`not_supported_reasons` refuses a triton that cannot run."""
+        if self.impl != "auto":
+            return self.impl
+        if q.device.type == "cuda" and q.dtype != torch.float64 and triton_unavailable_reason(q.device) is None:
+            return "triton"
+        return "reference"
+
+    def not_supported_reasons(self, q):
+        reasons = super().not_supported_reasons(q)
+        if self._resolve_impl(q) == "triton":
+            why = triton_unavailable_reason(q.device)
+            if why:
+                reasons.append(f"impl=triton: {why}")
+            if q.dtype == torch.float64:
+                reasons.append("the Triton kernels take fp32/bf16/fp16, not fp64 (use impl=reference)")
+        return reasons
 
     def _unit_qk(self, q, k):
         work = self._work(q)
@@ -136,35 +159,19 @@ class YosoEAttention(_YosoBase):
     def __init__(self, *, num_heads: int, head_dim: int, max_len: int, hash_code_len: int = 12,
                  backward: str = "surrogate", impl: str = "auto", conv_window: int | None = None,
                  dropout: float = 0.0):
-        super().__init__(num_heads=num_heads, head_dim=head_dim, hash_code_len=hash_code_len,
+        super().__init__(num_heads=num_heads, head_dim=head_dim, hash_code_len=hash_code_len, impl=impl,
                          conv_window=conv_window, dropout=dropout)
         if backward not in BACKWARD_MODES:
             raise ValueError(f"backward={backward!r}; choose one of {BACKWARD_MODES}")
-        if impl not in ("auto",) + IMPLS:
-            raise ValueError(f"impl={impl!r}; choose auto, reference or triton")
-        self.backward_mode, self.impl = backward, impl
-        self.impl_used: str | None = None
-
-    def _resolve_impl(self, q: torch.Tensor) -> str:
-        if self.impl != "auto":
-            return self.impl
-        if q.device.type == "cuda" and q.dtype != torch.float64 and triton_unavailable_reason(q.device) is None:
-            return "triton"
-        return "reference"
+        self.backward_mode = backward
 
     def not_supported_reasons(self, q):
         reasons = super().not_supported_reasons(q)
-        if self._resolve_impl(q) == "triton":
-            why = triton_unavailable_reason(q.device)
-            if why:
-                reasons.append(f"impl=triton: {why}")
-            else:
-                from kernels.yoso.expectation import MAX_DIM
-                if q.shape[-1] > MAX_DIM:
-                    reasons.append(f"the YOSO-E Triton kernels take head dims ≤ {MAX_DIM}, got {q.shape[-1]} "
-                                   "(use impl=reference)")
-            if q.dtype == torch.float64:
-                reasons.append("the YOSO-E Triton kernels take fp32/bf16/fp16, not fp64 (use impl=reference)")
+        if self._resolve_impl(q) == "triton" and triton_unavailable_reason(q.device) is None:
+            from kernels.yoso.expectation import MAX_DIM
+            if q.shape[-1] > MAX_DIM:
+                reasons.append(f"the YOSO-E Triton kernels take head dims ≤ {MAX_DIM}, got {q.shape[-1]} "
+                               "(use impl=reference)")
         return reasons
 
     def cumulation(self, q, k, v, key_padding_mask=None):
@@ -195,8 +202,9 @@ class YosoAttention(_YosoBase):
     surrogate backward of HF/mlpen v1. O(L·num_hash·d) work; bucket tables of ``B·H·2^τ·d_v`` fp32 per hash.
 
     Options: ``num_hash``, ``hash_code_len`` τ, ``lsh_backward`` (true: LSH-estimated gradients as the LRA
-    configs; false: HF's dense YOSO-E surrogate backward, O(L²)), ``impl`` ``auto`` (Triton on CUDA, the
-    PyTorch reference on CPU) | ``reference`` | ``triton`` (on CPU only with TRITON_INTERPRET=1, else refused),
+    configs; false: HF's dense YOSO-E surrogate backward, O(L²)), ``impl`` ``auto`` (Triton on CUDA when
+    Triton is importable and the input is not fp64, the PyTorch reference otherwise, as ``yoso_e``) |
+    ``reference`` | ``triton`` (on CPU only with TRITON_INTERPRET=1; refused with the reason when it cannot run),
     ``hash_group`` (hashes per bucket table; null = as many as fit in 256 MiB), ``conv_window``, ``dropout``.
     ``impl_used`` records which implementation the last forward ran.
     """
@@ -208,10 +216,8 @@ class YosoAttention(_YosoBase):
     def __init__(self, *, num_heads: int, head_dim: int, max_len: int, num_hash: int = 32,
                  hash_code_len: int = 12, lsh_backward: bool = True, impl: str = "auto",
                  hash_group: int | None = None, conv_window: int | None = None, dropout: float = 0.0):
-        super().__init__(num_heads=num_heads, head_dim=head_dim, hash_code_len=hash_code_len,
+        super().__init__(num_heads=num_heads, head_dim=head_dim, hash_code_len=hash_code_len, impl=impl,
                          conv_window=conv_window, dropout=dropout)
-        if impl not in ("auto",) + IMPLS:
-            raise ValueError(f"impl={impl!r}; choose auto, reference or triton")
         if not isinstance(num_hash, int) or num_hash < 1:
             raise ValueError(f"num_hash must be a positive int, got {num_hash!r}")
         if hash_code_len > 24:
@@ -220,24 +226,8 @@ class YosoAttention(_YosoBase):
             raise ValueError(f"hash_code_len={hash_code_len} exceeds the hash width {hash_dim(head_dim)}")
         if hash_group is not None and (not isinstance(hash_group, int) or hash_group < 1):
             raise ValueError(f"hash_group must be a positive int or null, got {hash_group!r}")
-        self.num_hash, self.lsh_backward, self.impl, self.hash_group = num_hash, lsh_backward, impl, hash_group
+        self.num_hash, self.lsh_backward, self.hash_group = num_hash, lsh_backward, hash_group
         self.num_parts = num_parts(num_hash, hash_code_len, hash_dim(head_dim))
-        self.impl_used: str | None = None
-
-    def _resolve_impl(self, device: torch.device) -> str:
-        if self.impl == "auto":
-            return "triton" if device.type == "cuda" else "reference"
-        return self.impl
-
-    def not_supported_reasons(self, q):
-        reasons = super().not_supported_reasons(q)
-        if self._resolve_impl(q.device) == "triton":
-            why = triton_unavailable_reason(q.device)
-            if why:
-                reasons.append(f"impl={self.impl}: {why}")
-            if q.dtype == torch.float64:
-                reasons.append("the Triton kernels take fp32/bf16/fp16, not fp64 (use impl=reference)")
-        return reasons
 
     def cumulation(self, q, k, v, key_padding_mask=None, *, dmat=None, codes=None):
         """Unnormalised LSH cumulation (B, H, L, dv), fp32 (fp64 for fp64 inputs on the reference path).
@@ -248,7 +238,7 @@ class YosoAttention(_YosoBase):
         self.check(q)
         B, H, L, d = q.shape
         Lk, dv = k.shape[2], v.shape[-1]
-        impl = self._resolve_impl(q.device)
+        impl = self._resolve_impl(q)
         qn, kn = self._unit_qk(q, k)
         m = _flat_mask(key_padding_mask, H)
         vv = v if impl == "triton" and v.dtype != torch.float64 else v.to(self._work(q))

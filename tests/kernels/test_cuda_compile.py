@@ -11,11 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from kernel_checks import triton_import_error
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "check_kernels_cuda.py"
 
 
 def _ptxas_reason() -> str | None:
+    missing = triton_import_error()  # fails under LRA_REQUIRE_TRITON=1
+    if missing:
+        return missing
     try:
         import triton.backends.nvidia as nv
     except ImportError as exc:

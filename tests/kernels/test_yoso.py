@@ -14,17 +14,20 @@ import math  # noqa: E402
 
 import pytest  # noqa: E402
 
-pytest.importorskip("triton", reason="triton is not installed; the YOSO Triton kernels cannot be tested")
+from kernel_checks import require_triton  # noqa: E402
+
+require_triton()
 
 from kernels.yoso import kernel as K  # noqa: E402
 from kernels.yoso import reference as R  # noqa: E402
 from kernel_checks import assert_within as _assert_within  # noqa: E402
 from kernel_checks import masks as _masks  # noqa: E402
 from kernel_checks import nan_pad as _nan_pad  # noqa: E402
+from kernel_checks import nan_tail as _nan_tail  # noqa: E402
+from kernel_checks import triton_devices  # noqa: E402
 from kernels.yoso.function import LSHCumulation, fast_hash, triton_unavailable_reason, yoso_lsh  # noqa: E402
 
-_cpu_reason = triton_unavailable_reason("cpu")
-needs_interp = pytest.mark.skipif(_cpu_reason is not None, reason=f"CPU Triton tests: {_cpu_reason}")
+DEVICES = triton_devices()  # "cpu" (interpreter) and "cuda" (compiled, marked gpu), each skipped with a reason
 
 
 # ----------------------------------------------------------------------------------------- reference vs closed forms
@@ -127,15 +130,19 @@ def test_lsh_dense_backward_option_is_expectation_surrogate():
         torch.testing.assert_close(a.grad, b.grad)
 
 
-def test_expectation_exact_backward_gradcheck():
+@pytest.mark.parametrize("Lq,Lk", [(6, 6), (4, 7)])
+def test_expectation_exact_backward_gradcheck(Lq, Lk):
+    """Separate query/key masks: row 0 all real, row 1 suffix-padded, row 2 fully padded queries (real keys),
+    row 3 real queries and fully padded keys."""
     torch.manual_seed(4)
-    BH, L, d = 2, 6, 5
-    q, k = (torch.nn.functional.normalize(torch.randn(BH, L, d, dtype=torch.float64), dim=-1) for _ in range(2))
-    v = torch.randn(BH, L, 3, dtype=torch.float64)
-    mask = torch.ones(BH, L, dtype=torch.bool)
-    mask[1, 4:] = False
+    BH, d = 4, 5
+    q = torch.nn.functional.normalize(torch.randn(BH, Lq, d, dtype=torch.float64), dim=-1)
+    k = torch.nn.functional.normalize(torch.randn(BH, Lk, d, dtype=torch.float64), dim=-1)
+    v = torch.randn(BH, Lk, 3, dtype=torch.float64)
+    qm, km = _masks(BH, Lq), _masks(BH, Lk, seed=1)
+    km[2], qm[3], km[3] = True, True, False
     args = [t.requires_grad_(True) for t in (q, k, v)]
-    assert torch.autograd.gradcheck(lambda a, b, c: R.yoso_e_ref(a, b, c, mask, mask, 3, "exact"), args)
+    assert torch.autograd.gradcheck(lambda a, b, c: R.yoso_e_ref(a, b, c, qm, km, 3, "exact"), args)
 
 
 def test_expectation_surrogate_is_hf_formula_and_chunking_is_invisible(monkeypatch):
@@ -203,13 +210,15 @@ def _hash_case(L, d, tau, nh, device, dtype=torch.float32, BH=4):
     x = torch.nn.functional.normalize(torch.randn(BH, L, d, device=device), dim=-1)
     mask = _masks(BH, L, device)
     dmat = R.draw_dmat(BH, nh, tau, R.hash_dim(d), device=device)
-    x = _nan_pad(x.to(dtype), mask)
+    x = _nan_tail(_nan_pad(x.to(dtype), mask))
     return x, mask, dmat
 
 
-def _check_hash(x, mask, dmat, nh, tau):
+def _check_hash(x, mask, dmat, nh, tau, got=None):
+    """Triton codes of x (computed here unless given) equal the float64 reference's away from sign ties."""
     want, margin = R.fast_hash_ref(x.double(), dmat, nh, tau, mask, return_margin=True)
-    got = fast_hash(x, dmat, nh, tau, mask, impl="triton")
+    if got is None:
+        got = fast_hash(x, dmat, nh, tau, mask, impl="triton")
     assert got.dtype == torch.int32 and got.shape == want.shape
     D = dmat.shape[-1]
     tie = margin < 1e-5 * D ** 1.5  # projections are D^1.5 x (orthogonal) x; fp32 order differences live here
@@ -219,10 +228,24 @@ def _check_hash(x, mask, dmat, nh, tau):
     assert int((tie & mask[..., None]).sum()) <= max(1, want.numel() // 100)  # ties are rare
 
 
-@needs_interp
-@pytest.mark.parametrize("L,d,tau,nh", [(1, 32, 6, 8), (17, 8, 4, 12), (100, 64, 12, 10), (37, 100, 10, 6), (1000, 32, 8, 4)])
-def test_hash_kernel_matches_reference(L, d, tau, nh):
-    _check_hash(*_hash_case(L, d, tau, nh, "cpu"), nh, tau)
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("L,d,tau,nh", [(1, 32, 6, 8), (17, 8, 4, 12), (100, 64, 12, 10), (37, 100, 10, 6),
+                                        (1000, 32, 8, 4), (5, 1024, 8, 4)])
+def test_hash_kernel_matches_reference(L, d, tau, nh, device):
+    _check_hash(*_hash_case(L, d, tau, nh, device), nh, tau)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_hash_kernel_low_precision_inputs(dtype, device):
+    _check_hash(*_hash_case(17, 24, 6, 8, device, dtype=dtype), 8, 6)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_hash_kernel_refuses_wide_heads(device):
+    with pytest.raises(ValueError, match="hash widths ≤ 1024"):
+        fast_hash(torch.zeros(1, 2, 1025, device=device), R.draw_dmat(1, 4, 8, 2048, device=device), 4, 8,
+                  impl="triton")
 
 
 def _cumulation_case(L, d, dv, tau, nh, device, dtype=torch.float32, BH=4, nan=True):
@@ -236,11 +259,12 @@ def _cumulation_case(L, d, dv, tau, nh, device, dtype=torch.float32, BH=4, nan=T
     q, k, v, g = (t.to(dtype) for t in (q, k, v, g))
     if nan:
         q, k, v, g = (_nan_pad(t, mask) for t in (q, k, v, g))
-    return q, k, v, g, mask, qc, kc
+    return (*(_nan_tail(t) for t in (q, k, v, g)), mask, qc, kc)
 
 
 def _run_cumulation(q, k, v, g, mask, qc, kc, tau, impl, work=None, hash_group=None):
-    args = [(t if work is None else t.to(work)).detach().clone().requires_grad_(True) for t in (q, k, v)]
+    # detach, not clone: the kernels must see the NaN past the end of each input (kernel_checks.nan_tail)
+    args = [(t if work is None else t.to(work)).detach().requires_grad_(True) for t in (q, k, v)]
     out = LSHCumulation.apply(*args, mask, mask, qc, kc, tau, impl, True, hash_group)
     out.backward(g if work is None else g.to(work))
     return [out.detach()] + [a.grad for a in args]
@@ -258,50 +282,59 @@ def _check_cumulation(case, tau, hash_group=None):
         assert (a[pad] == 0).all(), f"{name}: padded rows must be 0"
 
 
-@needs_interp
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("L", [1, 17, 100])
-def test_cumulation_kernel_forward_and_grads(L):
-    _check_cumulation(_cumulation_case(L, d=16, dv=12, tau=4, nh=6, device="cpu"), tau=4)
+def test_cumulation_kernel_forward_and_grads(L, device):
+    _check_cumulation(_cumulation_case(L, d=16, dv=12, tau=4, nh=6, device=device), tau=4)
 
 
-@needs_interp
-def test_cumulation_kernel_forward_and_grads_long():
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cumulation_kernel_low_precision_inputs(dtype, device):
+    _check_cumulation(_cumulation_case(17, d=16, dv=12, tau=4, nh=6, device=device, dtype=dtype), tau=4)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_cumulation_kernel_forward_and_grads_long(device):
     """L = 1000 (many key/query tiles): real, suffix-padded and fully padded rows; τ 8 keeps buckets small
     so the interpreter's segment walk stays within seconds."""
-    _check_cumulation(_cumulation_case(1000, d=16, dv=12, tau=8, nh=2, device="cpu", BH=3), tau=8)
+    _check_cumulation(_cumulation_case(1000, d=16, dv=12, tau=8, nh=2, device=device, BH=3), tau=8)
 
 
-@needs_interp
-def test_cumulation_kernel_hash_groups_and_weight_chunks(monkeypatch):
+@pytest.mark.parametrize("device", DEVICES)
+def test_cumulation_kernel_hash_groups_and_weight_chunks(monkeypatch, device):
     """Several bucket-table launches (hash groups) give the same result as one."""
     monkeypatch.setattr(K, "TABLE_BUDGET_ELEMS", 4 * 16 * 5 * 3)  # BH·2^τ·dv·3: weight chunks of 3
-    _check_cumulation(_cumulation_case(9, d=6, dv=5, tau=4, nh=5, device="cpu"), tau=4, hash_group=2)
+    _check_cumulation(_cumulation_case(9, d=6, dv=5, tau=4, nh=5, device=device), tau=4, hash_group=2)
 
 
-@needs_interp
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("L", [1, 30])
-def test_weighted_table_method_equals_segment_method(monkeypatch, L):
+def test_weighted_table_method_equals_segment_method(monkeypatch, L, device):
     """The two Triton weighted cumulations (bucket walk, ver1-style tables in weight chunks) agree."""
     monkeypatch.setattr(K, "TABLE_BUDGET_ELEMS", 4 * 16 * 5 * 3)  # BH·2^τ·dv·3: weight chunks of 3
-    q, k, v, g, mask, qc, kc = _cumulation_case(L, d=5, dv=7, tau=4, nh=5, device="cpu")
+    q, k, v, g, mask, qc, kc = _cumulation_case(L, d=5, dv=7, tau=4, nh=5, device=device)
     a = K.lsh_weighted_cumulation_triton(mask, qc, g, mask, kc, v, k, 4)
     b = K.lsh_weighted_cumulation_triton(mask, qc, g, mask, kc, v, k, 4, hash_group=2, method="table")
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert torch.isfinite(a).all() and (a[~mask] == 0).all()
 
 
-@needs_interp
-def test_end_to_end_triton_equals_reference_given_dmat():
+@pytest.mark.parametrize("device", DEVICES)
+def test_end_to_end_triton_equals_reference_given_dmat(device):
+    """yoso_lsh hashing with one Dmat: the Triton codes equal the reference's away from sign ties, and the
+    Triton output equals the reference cumulation on the same (Triton) codes."""
     torch.manual_seed(7)
     BH, L, d, tau, nh = 3, 20, 16, 4, 8
-    mask = _masks(BH, L)
-    q, k = (torch.nn.functional.normalize(torch.randn(BH, L, d), dim=-1) for _ in range(2))
-    v = torch.randn(BH, L, 16)
-    dmat = R.draw_dmat(BH, nh, tau, R.hash_dim(d))
-    out_r, (qr, kr) = yoso_lsh(q, k, v, mask, mask, num_hash=nh, hash_code_len=tau, dmat=dmat)
+    mask = _masks(BH, L, device)
+    q, k = (torch.nn.functional.normalize(torch.randn(BH, L, d, device=device), dim=-1) for _ in range(2))
+    v = torch.randn(BH, L, 16, device=device)
+    dmat = R.draw_dmat(BH, nh, tau, R.hash_dim(d), device=device)
     out_t, (qt, kt) = yoso_lsh(q, k, v, mask, mask, num_hash=nh, hash_code_len=tau, dmat=dmat, impl="triton")
-    if torch.equal(qr, qt) and torch.equal(kr, kt):  # no sign ties in this draw (the usual case)
-        torch.testing.assert_close(out_t, out_r, rtol=1e-5, atol=1e-6)
+    _check_hash(q, mask, dmat, nh, tau, got=qt)
+    _check_hash(k, mask, dmat, nh, tau, got=kt)
+    want, _ = yoso_lsh(q, k, v, mask, mask, num_hash=nh, hash_code_len=tau, codes=(qt, kt))
+    torch.testing.assert_close(out_t, want, rtol=1e-5, atol=1e-6)
 
 
 def test_triton_on_cpu_without_interpreter_is_refused(monkeypatch):

@@ -14,7 +14,9 @@ if not torch.cuda.is_available():  # `import torch` does not import triton; kern
 
 import pytest  # noqa: E402
 
-pytest.importorskip("triton", reason="triton is not installed; the YOSO-E Triton kernels cannot be tested")
+from kernel_checks import require_triton  # noqa: E402
+
+require_triton()
 
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
@@ -24,16 +26,20 @@ from kernels.yoso import reference as R  # noqa: E402
 from kernel_checks import assert_within as _assert_within  # noqa: E402
 from kernel_checks import masks as _masks  # noqa: E402
 from kernel_checks import nan_pad as _nan_pad  # noqa: E402
+from kernel_checks import nan_tail as _nan_tail  # noqa: E402
+from kernel_checks import triton_devices  # noqa: E402
 from kernels.yoso.function import triton_unavailable_reason  # noqa: E402
 from models.attention import BackendUnsupported, build_attention  # noqa: E402
 
 _cpu_reason = triton_unavailable_reason("cpu")
 needs_interp = pytest.mark.skipif(_cpu_reason is not None, reason=f"CPU Triton tests: {_cpu_reason}")
 MODES = ("surrogate", "exact")
+DEVICES = triton_devices()  # "cpu" (interpreter) and "cuda" (compiled, marked gpu), each skipped with a reason
 
 
 def _case(BH, Lq, Lk, d, dv, device="cpu", dtype=torch.float32, q_mask=None, k_mask=None, seed=0):
-    """Unit q, k (correlated, so E is not flat), v, an output gradient, NaN-filled padding."""
+    """Unit q, k (correlated, so E is not flat), v, an output gradient; NaN-filled padding and NaN past the
+    end of each tensor (:func:`kernel_checks.nan_tail`)."""
     g = torch.Generator().manual_seed(seed)
     q = torch.randn(BH, Lq, d, generator=g)
     k = torch.randn(BH, Lk, d, generator=g) + 0.5 * torch.randn(BH, 1, d, generator=g)
@@ -44,11 +50,13 @@ def _case(BH, Lq, Lk, d, dv, device="cpu", dtype=torch.float32, q_mask=None, k_m
     km = qm if k_mask is None else k_mask
     q, grad = (_nan_pad(t, qm) for t in (q, grad))
     k, v = (_nan_pad(t, km) for t in (k, v))
-    return [t.to(device=device, dtype=dtype) for t in (q, k, v)] + [grad.to(device), qm.to(device), km.to(device)]
+    return ([_nan_tail(t.to(device=device, dtype=dtype)) for t in (q, k, v)]
+            + [_nan_tail(grad.to(device)), qm.to(device), km.to(device)])
 
 
 def _run(fn, q, k, v, grad, qm, km, tau, mode, work=None):
-    args = [(t if work is None else t.to(work)).detach().clone().requires_grad_(True) for t in (q, k, v)]
+    # detach, not clone: the kernels must see the inputs' strides and the NaN past their end
+    args = [(t if work is None else t.to(work)).detach().requires_grad_(True) for t in (q, k, v)]
     out = fn(*args, qm, km, tau, mode)
     out.backward(grad if work is None else grad.to(work))
     return [out.detach()] + [a.grad for a in args]
@@ -115,23 +123,30 @@ def test_elementwise_expectation_and_slope(tau, mode):
     assert rel <= 2.5e-7 * (tau + 1), f"E relative error {rel:.2e}"
 
 
-@needs_interp
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("L", [1, 17, 100])
-def test_forward_and_grads(L, mode):
-    _check(_case(4, L, L, d=16, dv=12), tau=8, mode=mode)
+def test_forward_and_grads(L, mode, device):
+    _check(_case(4, L, L, d=16, dv=12, device=device), tau=8, mode=mode)
 
 
-@needs_interp
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_inputs(dtype, mode, device):
+    _check(_case(4, 17, 17, d=16, dv=12, device=device, dtype=dtype), tau=8, mode=mode)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("d, dv", [(16, 12), (32, 20), (64, 64)])
-def test_gpu_tiling_in_the_interpreter(monkeypatch, mode, d, dv):
+def test_gpu_tiling_in_the_interpreter(monkeypatch, mode, d, dv, device):
     """The GPU's tilings (several query and key tiles, BLOCK_M ≠ BLOCK_N at width 32, masked tails) run on
-    the interpreter and match the reference."""
+    the interpreter (and compiled on CUDA) and match the reference."""
     monkeypatch.setattr(X, "INTERPRETER_BLOCK", None)
     tiles = {k: X._config(d, dv, k, interpreted=True) for k in X.KERNELS}
     assert all(t[:2] == X._GPU_TILES[max(t[2], t[3])][k][:2] for k, t in tiles.items())
-    _check(_case(2, 100, 100, d=d, dv=dv, seed=1), tau=12, mode=mode)
+    _check(_case(2, 100, 100, d=d, dv=dv, seed=1, device=device), tau=12, mode=mode)
 
 
 def test_config_rejects_unknown_kernel():
@@ -139,34 +154,34 @@ def test_config_rejects_unknown_kernel():
         X._config(64, 64, "bwd", interpreted=False)
 
 
-@needs_interp
-def test_long_sequence():
-    """L = 1000 (8 tiles of 128 with a tail of 104), a padded suffix, τ = 12 (the LRA setting)."""
-    m = torch.ones(1, 1000, dtype=torch.bool)
-    m[0, 963:] = False
-    _check(_case(1, 1000, 1000, d=16, dv=16, q_mask=m), tau=12, mode="surrogate")
-
-
-@needs_interp
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("mode", MODES)
-def test_cross_lengths_separate_masks_odd_dims(mode):
+def test_long_sequence(mode, device):
+    """L = 1000 (interpreter: 7 tiles of 128 and a tail of 104), τ = 12 (the LRA setting), BH 3: a real row,
+    a row padded from 500 and a fully padded row."""
+    _check(_case(3, 1000, 1000, d=16, dv=16, device=device), tau=12, mode=mode)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mode", MODES)
+def test_cross_lengths_separate_masks_odd_dims(mode, device):
     """Lq ≠ Lk, different query and key masks (one batch·head with real queries but no real key), d 5, dv 7."""
     BH, Lq, Lk = 4, 23, 70
     qm, km = _masks(BH, Lq, seed=2), _masks(BH, Lk, seed=3)
     qm[2] = True  # row 2: every query real, every key padded -> output and gradients 0
-    _check(_case(BH, Lq, Lk, d=5, dv=7, q_mask=qm, k_mask=km), tau=3, mode=mode)
+    _check(_case(BH, Lq, Lk, d=5, dv=7, q_mask=qm, k_mask=km, device=device), tau=3, mode=mode)
 
 
-@needs_interp
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("d,dv", [(33, 20), (130, 3)])
-def test_wide_head_dims(d, dv):
+def test_wide_head_dims(d, dv, device):
     """Dims padded to 64 / 256 tiles (the GPU's 32- and 16-row blocks)."""
-    _check(_case(4, 40, 40, d=d, dv=dv), tau=6, mode="exact")
+    _check(_case(4, 40, 40, d=d, dv=dv, device=device), tau=6, mode="exact")
 
 
-@needs_interp
-def test_non_contiguous_inputs_and_bitwise_repeatability():
-    q, k, v, grad, qm, km = _case(4, 37, 37, d=8, dv=6, seed=4)
+@pytest.mark.parametrize("device", DEVICES)
+def test_non_contiguous_inputs_and_bitwise_repeatability(device):
+    q, k, v, grad, qm, km = _case(4, 37, 37, d=8, dv=6, seed=4, device=device)
     base = _run(X.yoso_e_triton, q, k, v, grad, qm, km, 5, "exact")
     again = _run(X.yoso_e_triton, q, k, v, grad, qm, km, 5, "exact")
     for a, b in zip(base, again):
@@ -179,12 +194,13 @@ def test_non_contiguous_inputs_and_bitwise_repeatability():
         assert torch.equal(a, b), "strides must not change the result"
 
 
-@needs_interp
-def test_no_masks_and_low_precision_value_dtype():
+@pytest.mark.parametrize("device", DEVICES)
+def test_no_masks_and_low_precision_value_dtype(device):
     """Masks may be None; v may be bf16 while q, k are fp32 (what YosoEAttention passes)."""
-    q, k, v, grad, _, _ = _case(2, 9, 9, d=4, dv=4, q_mask=torch.ones(2, 9, dtype=torch.bool))
-    got = _run(X.yoso_e_triton, q, k, v.bfloat16(), grad, None, None, 4, "surrogate")
-    want = _run(R.yoso_e_ref, q, k, v.bfloat16(), grad, None, None, 4, "surrogate")
+    q, k, v, grad, _, _ = _case(2, 9, 9, d=4, dv=4, q_mask=torch.ones(2, 9, dtype=torch.bool), device=device)
+    v = _nan_tail(v.bfloat16())
+    got = _run(X.yoso_e_triton, q, k, v, grad, None, None, 4, "surrogate")
+    want = _run(R.yoso_e_ref, q, k, v, grad, None, None, 4, "surrogate")
     assert got[3].dtype == torch.bfloat16
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
@@ -289,8 +305,7 @@ cuda_only = pytest.mark.skipif(not torch.cuda.is_available() or triton_unavailab
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("L", [1001, 4000])
-def test_cuda_kernels(L, dtype, mode, monkeypatch):
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)  # an fp32 reference, not TF32
+def test_cuda_kernels(L, dtype, mode):
     _check(_case(4, L, L, d=32, dv=32, device="cuda", dtype=dtype), tau=12, mode=mode)
 
 

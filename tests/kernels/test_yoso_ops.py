@@ -15,11 +15,12 @@ import pytest  # noqa: E402
 from functorch.compile import make_boxed_func  # noqa: E402
 from torch._dynamo.backends.common import aot_autograd  # noqa: E402
 
+from kernel_checks import triton_import_error  # noqa: E402
 from kernels.yoso import reference as R  # noqa: E402
 from kernels.yoso.function import (LSHCumulation, fast_hash, lsh_cumulation, lsh_weighted_cumulation,  # noqa: E402
                                    triton_unavailable_reason, yoso_lsh)
 
-_cpu_reason = triton_unavailable_reason("cpu")
+_cpu_reason = triton_import_error() or triton_unavailable_reason("cpu")  # fails under LRA_REQUIRE_TRITON=1
 needs_interp = pytest.mark.skipif(_cpu_reason is not None, reason=f"CPU Triton tests: {_cpu_reason}")
 IMPLS = ["reference", pytest.param("triton", marks=needs_interp)]
 
@@ -95,14 +96,38 @@ def test_fake_kernels_give_dtypes_and_check_shapes():
             lsh_cumulation(qc, kc, qm, km, v, TAU, impl="cuda")
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("bad", [-1, 1 << TAU])
+def test_out_of_range_codes_are_refused(impl, bad):
+    """Caller-given codes outside [0, 2^τ) raise (the kernels would index past their bucket; the reference
+    raised IndexError or silently read another hash's or batch·head's bucket). Every entry counts, padded rows
+    too."""
+    q, k, v, qm, km, qc, kc = _case()
+    for name in ("q_codes", "k_codes"):
+        msg = rf"{name} must lie in \[0, 2\*\*hash_code_len\) = \[0, {1 << TAU}\) for hash_code_len={TAU}"
+        qb, kb = qc.clone(), kc.clone()
+        (qb if name == "q_codes" else kb)[2, 0, 1] = bad  # row 2 is fully padded
+        calls = (lambda: yoso_lsh(q, k, v, qm, km, num_hash=NH, hash_code_len=TAU, codes=(qb, kb), impl=impl),
+                 lambda: LSHCumulation.apply(q, k, v, qm, km, qb, kb, TAU, impl),
+                 lambda: lsh_cumulation(qb, kb, qm, km, v, TAU, impl=impl),
+                 lambda: lsh_weighted_cumulation(qm, qb, q, km, kb, k, v, TAU, impl=impl))
+        for call in calls:
+            with pytest.raises(ValueError, match=msg):
+                call()
+
+
 # ----------------------------------------------------------------------------------------- gradients
 def test_linear_ops_have_exact_gradients():
-    """lra::yoso_lsh_cumulation is linear in v, the weighted one trilinear: their formulas are exact."""
+    """lra::yoso_lsh_cumulation is linear in v, the weighted one trilinear: their formulas are exact. So is
+    dV of lra::yoso_lsh_cumulation_qkv with the LSH backward (the cumulation with roles swapped); its dQ, dK
+    (surrogate) and the dense backward's dV (YOSO-E's Eᵀ G) are not gradients of the sampled forward."""
     q, k, v, qm, km, qc, kc = _case(torch.float64)
-    assert torch.autograd.gradcheck(lambda v_: lsh_cumulation(qc, kc, qm, km, v_, TAU), (v,), fast_mode=True)
+    assert torch.autograd.gradcheck(lambda v_: lsh_cumulation(qc, kc, qm, km, v_, TAU), (v,))
     qw = torch.randn(BH, LQ, D, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda a, b, c: lsh_weighted_cumulation(qm, qc, a, km, kc, b, c, TAU),
-                                    (qw, k, v), fast_mode=True)
+                                    (qw, k, v))
+    qd, kd = q.detach(), k.detach()
+    assert torch.autograd.gradcheck(lambda v_: LSHCumulation.apply(qd, kd, v_, qm, km, qc, kc, TAU), (v,))
 
 
 class _FormerLSHCumulation(torch.autograd.Function):
