@@ -5,6 +5,8 @@
 #                                       + the IMDB tarball (text) ; ListOps and Pathfinder are generated there
 #   bash scripts/gpu/pack.sh image   -> .gpu/pack: the same wheels + the prepared grayscale CIFAR-10 cache
 #                                       (the raw batches are 179 MB; the cache is 60 MB; run with task.prepared)
+#                                       PREPARE_ARGS=task.mask_black_pixels=true for the configs that mask pixel 0
+#                                       (lra/image/*, nystromformer/image, yoso/image); default for mega/image
 # Then: run(command="WHEELS=.gpu/pack PARTS=runs TASKS=... bash scripts/gpu/session2.sh", carry=[".gpu/pack"]).
 set -euo pipefail
 what=${1:?usage: pack.sh runs|image}
@@ -19,7 +21,7 @@ case "$what" in
     cp ../shared/data/aclImdb_v1.tar.gz .gpu/pack.tmp/data/imdb/ ;;
   image)
     out=$(python -m lra.prepare task=image task.data_dir=../shared/data/cifar-10-batches-py \
-          paths.cache_dir=.gpu/cache | tail -1)
+          paths.cache_dir=.gpu/cache ${PREPARE_ARGS:-} | tail -1)
     dir=$(python -c "import json, sys; print(json.loads(sys.argv[1])['cache_dir'])" "$out")
     mkdir -p .gpu/pack.tmp/cache/image
     cp -r "$dir" .gpu/pack.tmp/cache/image/prepared ;;
