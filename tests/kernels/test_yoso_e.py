@@ -35,6 +35,10 @@ _cpu_reason = triton_unavailable_reason("cpu")
 needs_interp = pytest.mark.skipif(_cpu_reason is not None, reason=f"CPU Triton tests: {_cpu_reason}")
 MODES = ("surrogate", "exact")
 DEVICES = triton_devices()  # "cpu" (interpreter) and "cuda" (compiled, marked gpu), each skipped with a reason
+# opcheck (device, dtype): fp32 on each device, bf16 only compiled on CUDA (the interpreter's bf16 tl.dot is wrong)
+OPCHECK_CASES = [pytest.param(p.values[0], dtype, marks=p.marks, id=f"{p.values[0]}-{name}")
+                 for p in DEVICES for dtype, name in ((torch.float32, "float32"), (torch.bfloat16, "bfloat16"))
+                 if dtype == torch.float32 or p.values[0] == "cuda"]
 
 
 def _case(BH, Lq, Lk, d, dv, device="cpu", dtype=torch.float32, q_mask=None, k_mask=None, seed=0):
@@ -206,10 +210,11 @@ def test_no_masks_and_low_precision_value_dtype(device):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-@needs_interp
+@pytest.mark.parametrize("device,dtype", OPCHECK_CASES)
 @pytest.mark.parametrize("masked", [True, False])
-def test_opcheck(masked):
-    q, k, v, grad, qm, km = _case(2, 5, 6, d=4, dv=3, q_mask=_masks(2, 5), k_mask=_masks(2, 6, seed=1))
+def test_opcheck(masked, device, dtype):
+    q, k, v, grad, qm, km = _case(2, 5, 6, d=4, dv=3, device=device, dtype=dtype, q_mask=_masks(2, 5),
+                                  k_mask=_masks(2, 6, seed=1))
     q, k, v, grad = (torch.nan_to_num(t) for t in (q, k, v, grad))  # without masks the padding is real
     qm, km = (qm, km) if masked else (None, None)
     q, k, v = (t.requires_grad_(True) for t in (q, k, v))
@@ -218,14 +223,15 @@ def test_opcheck(masked):
                           (grad, q.detach(), k.detach(), v.detach(), qm, km, 4, "surrogate"))
 
 
-@needs_interp
-def test_compiled_backend_has_no_graph_break():
+@pytest.mark.parametrize("device", DEVICES)
+def test_compiled_backend_has_no_graph_break(device):
     """torch.compile(fullgraph=True) through the attention backend (impl=triton) forward + backward: the ops
     are opaque to Dynamo, so this runs on CPU (interpreter) too; same numbers as eager."""
     torch.manual_seed(0)
-    attn = build_attention("yoso_e", num_heads=2, head_dim=8, max_len=16, hash_code_len=6, impl="triton")
-    q, k, v = (torch.randn(2, 2, 16, 8) for _ in range(3))
-    m = torch.ones(2, 16, dtype=torch.bool)
+    attn = build_attention("yoso_e", num_heads=2, head_dim=8, max_len=16, hash_code_len=6,
+                           impl="triton").to(device)
+    q, k, v = (torch.randn(2, 2, 16, 8).to(device) for _ in range(3))
+    m = torch.ones(2, 16, dtype=torch.bool, device=device)
     m[1, 11:] = False
 
     def step(fn):

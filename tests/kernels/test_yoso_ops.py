@@ -1,6 +1,7 @@
 """YOSO's torch.library ops (``lra::yoso_*``): opcheck with both impls, exact gradients of the linear ops,
 the surrogate gradient equal to the former autograd.Function, and ``torch.compile(fullgraph=True)`` of
-:func:`yoso_lsh` against eager (forward and gradients)."""
+:func:`yoso_lsh` against eager (forward and gradients). The reference cases run on CPU; the Triton cases of
+opcheck, gradient equality and compile run on CPU under the interpreter and compiled on CUDA (``gpu``)."""
 from __future__ import annotations
 
 import os
@@ -15,7 +16,7 @@ import pytest  # noqa: E402
 from functorch.compile import make_boxed_func  # noqa: E402
 from torch._dynamo.backends.common import aot_autograd  # noqa: E402
 
-from kernel_checks import triton_import_error  # noqa: E402
+from kernel_checks import triton_devices, triton_import_error  # noqa: E402
 from kernels.yoso import reference as R  # noqa: E402
 from kernels.yoso.function import (LSHCumulation, fast_hash, lsh_cumulation, lsh_weighted_cumulation,  # noqa: E402
                                    triton_unavailable_reason, yoso_lsh)
@@ -23,58 +24,74 @@ from kernels.yoso.function import (LSHCumulation, fast_hash, lsh_cumulation, lsh
 _cpu_reason = triton_import_error() or triton_unavailable_reason("cpu")  # fails under LRA_REQUIRE_TRITON=1
 needs_interp = pytest.mark.skipif(_cpu_reason is not None, reason=f"CPU Triton tests: {_cpu_reason}")
 IMPLS = ["reference", pytest.param("triton", marks=needs_interp)]
+DEVICES = {p.values[0]: p for p in triton_devices()}  # "cpu" (interpreter), "cuda" (compiled, marked gpu)
+
+
+def _on(impl, device, *values):
+    """``pytest.param(impl, device, *values)`` with the id impl-device-values: a Triton case carries its
+    device's marks from :func:`triton_devices` (skipped with a reason), a reference case runs on CPU."""
+    marks = DEVICES[device].marks if impl == "triton" else ()
+    names = (str(v).removeprefix("torch.") for v in values)
+    return pytest.param(impl, device, *values, marks=marks, id="-".join((impl, device, *names)))
+
+
+IMPL_DEVICES = [_on("reference", "cpu"), _on("triton", "cpu"), _on("triton", "cuda")]
+# bf16 Triton only compiled on CUDA: the interpreter's bf16 tl.dot is wrong
+CUMULATION_CASES = [_on("reference", "cpu", torch.float32), _on("reference", "cpu", torch.float64),
+                    _on("triton", "cpu", torch.float32), _on("triton", "cuda", torch.float32),
+                    _on("triton", "cuda", torch.bfloat16)]
 
 OPS = torch.ops.lra
 BH, LQ, LK, D, DV, TAU, NH = 3, 5, 7, 6, 4, 3, 4  # Lq ≠ Lk and d ≠ dv catch transposed shapes
 
 
-def _mask(length):
+def _mask(length, device="cpu"):
     """Row 0 all real, row 1 suffix-padded, row 2 fully padded."""
     m = torch.ones(BH, length, dtype=torch.bool)
     m[1, length // 2:] = False
     m[2] = False
-    return m
+    return m.to(device)
 
 
-def _case(dtype=torch.float32, seed=0, grad=True):
+def _case(dtype=torch.float32, seed=0, grad=True, device="cpu"):
+    """Drawn on CPU (the same values on every device), then moved to ``device``."""
     g = torch.Generator().manual_seed(seed)
     q, k = (torch.nn.functional.normalize(torch.randn(BH, n, D, generator=g, dtype=torch.float64), dim=-1)
             for n in (LQ, LK))
     v = torch.randn(BH, LK, DV, generator=g, dtype=torch.float64)
-    q, k, v = (t.to(dtype).requires_grad_(grad) for t in (q, k, v))
-    qm, km = _mask(LQ), _mask(LK)
+    q, k, v = (t.to(device, dtype).requires_grad_(grad) for t in (q, k, v))
+    qm, km = _mask(LQ, device), _mask(LK, device)
     # few codes (2^τ = 8) so that buckets collide often
     qc = torch.randint(0, 1 << TAU, (BH, LQ, NH), generator=g, dtype=torch.int32)
     kc = torch.randint(0, 1 << TAU, (BH, LK, NH), generator=g, dtype=torch.int32)
-    return q, k, v, qm, km, qc, kc
+    return q, k, v, qm, km, qc.to(device), kc.to(device)
 
 
 # ----------------------------------------------------------------------------------------- opcheck
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl,device", IMPL_DEVICES)
 @pytest.mark.parametrize("masked", [True, False])
-def test_opcheck_fast_hash(impl, masked):
-    q, *_ = _case(grad=False)
-    dmat = R.draw_dmat(BH, NH, TAU, R.hash_dim(D), generator=torch.Generator().manual_seed(1))
+def test_opcheck_fast_hash(impl, device, masked):
+    q, *_ = _case(grad=False, device=device)
+    dmat = R.draw_dmat(BH, NH, TAU, R.hash_dim(D), generator=torch.Generator().manual_seed(1)).to(device)
     rot = R.rotation_matrices(dmat).contiguous() if impl == "triton" else None
-    torch.library.opcheck(OPS.yoso_fast_hash.default, (q, dmat, NH, TAU, _mask(LQ) if masked else None, impl, rot))
+    mask = _mask(LQ, device) if masked else None
+    torch.library.opcheck(OPS.yoso_fast_hash.default, (q, dmat, NH, TAU, mask, impl, rot))
 
 
-@pytest.mark.parametrize("impl,dtype", [("reference", torch.float32), ("reference", torch.float64),
-                                        pytest.param("triton", torch.float32, marks=needs_interp)])
+@pytest.mark.parametrize("impl,device,dtype", CUMULATION_CASES)
 @pytest.mark.parametrize("masked", [True, False])
-def test_opcheck_cumulations(impl, dtype, masked):
-    q, k, v, qm, km, qc, kc = _case(dtype)
+def test_opcheck_cumulations(impl, device, dtype, masked):
+    q, k, v, qm, km, qc, kc = _case(dtype, device=device)
     qm, km = (qm, km) if masked else (None, None)
-    g = torch.randn(BH, LQ, DV, dtype=dtype, requires_grad=True)
+    g = torch.randn(BH, LQ, DV, dtype=dtype).to(device).requires_grad_(True)
     torch.library.opcheck(OPS.yoso_lsh_cumulation.default, (qc, kc, qm, km, v, TAU, impl, None))
     torch.library.opcheck(OPS.yoso_lsh_weighted_cumulation.default, (qm, qc, g, km, kc, v, k, TAU, impl, None))
 
 
-@pytest.mark.parametrize("impl,dtype", [("reference", torch.float32), ("reference", torch.float64),
-                                        pytest.param("triton", torch.float32, marks=needs_interp)])
+@pytest.mark.parametrize("impl,device,dtype", CUMULATION_CASES)
 @pytest.mark.parametrize("lsh_backward", [True, False])
-def test_opcheck_cumulation_qkv(impl, dtype, lsh_backward):
-    q, k, v, qm, km, qc, kc = _case(dtype)
+def test_opcheck_cumulation_qkv(impl, device, dtype, lsh_backward):
+    q, k, v, qm, km, qc, kc = _case(dtype, device=device)
     torch.library.opcheck(OPS.yoso_lsh_cumulation_qkv.default,
                           (q, k, v, qm, km, qc, kc, TAU, impl, lsh_backward, None))
 
@@ -180,24 +197,26 @@ def _former_weighted(qm, qc, qw, km, kc, kw, val, tau, impl, hash_group):
     return R.lsh_weighted_cumulation_ref(qm, qc, qw, km, kc, kw, val, tau)
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl,device", IMPL_DEVICES)
 @pytest.mark.parametrize("lsh_backward", [True, False])
 @pytest.mark.parametrize("dtypes", [(torch.float64,) * 3, (torch.float32,) * 3,
                                     (torch.float32, torch.float32, torch.bfloat16)])
-def test_op_gradients_equal_former_autograd_function(impl, lsh_backward, dtypes):
+def test_op_gradients_equal_former_autograd_function(impl, device, lsh_backward, dtypes):
+    """Bitwise equal on CPU; on CUDA the cumulation's atomics reorder fp32 sums, so to the last bits."""
     if impl == "triton" and torch.float64 in dtypes:
         pytest.skip("the Triton kernels take fp32/bf16/fp16")
-    q, k, v, qm, km, qc, kc = _case()
+    q, k, v, qm, km, qc, kc = _case(device=device)
     results = []
     for fn in (LSHCumulation.apply, _FormerLSHCumulation.apply):
         args = [t.detach().to(dt).requires_grad_(True) for t, dt in zip((q, k, v), dtypes)]
         out = fn(*args, qm, km, qc, kc, TAU, impl, lsh_backward, None)
-        g = torch.randn(out.shape, generator=torch.Generator().manual_seed(5), dtype=out.dtype)
+        g = torch.randn(out.shape, generator=torch.Generator().manual_seed(5), dtype=out.dtype).to(device)
         out.backward(g)
         results.append([out] + [a.grad for a in args])
+    tol = {"rtol": 0, "atol": 0} if device == "cpu" else {}  # {}: assert_close's defaults for the dtype
     for name, got, want, dt in zip(("out", "dq", "dk", "dv"), *results, (None,) + dtypes):
         assert dt is None or got.dtype == dt, f"{name}: {got.dtype}, input {dt}"
-        torch.testing.assert_close(got, want, rtol=0, atol=0, msg=name)
+        torch.testing.assert_close(got, want, msg=name, **tol)
     assert (results[0][1][~qm] == 0).all() and (results[0][3][~km] == 0).all()
 
 
@@ -259,11 +278,11 @@ def test_compile_fullgraph_with_codes_matches_eager(lsh_backward):
         assert "acos" in bw and "yoso_lsh" not in bw
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-def test_compile_fullgraph_hashing_with_dmat_matches_eager(impl):
+@pytest.mark.parametrize("impl,device", IMPL_DEVICES)
+def test_compile_fullgraph_hashing_with_dmat_matches_eager(impl, device):
     torch._dynamo.reset()
-    q, k, v, qm, km, _, _ = _case()
-    dmat = R.draw_dmat(BH, NH, TAU, R.hash_dim(D), generator=torch.Generator().manual_seed(2))
+    q, k, v, qm, km, _, _ = _case(device=device)
+    dmat = R.draw_dmat(BH, NH, TAU, R.hash_dim(D), generator=torch.Generator().manual_seed(2)).to(device)
 
     def fn(q, k, v):
         return yoso_lsh(q, k, v, qm, km, num_hash=NH, hash_code_len=TAU, dmat=dmat, impl=impl)
