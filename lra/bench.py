@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import json
 import logging
 import statistics
@@ -272,11 +273,13 @@ def is_oom(e: BaseException) -> bool:
     return False
 
 
-def _published() -> list[dict]:
+@functools.cache
+def _published() -> tuple[dict, ...]:
+    """The rows of published-efficiency.csv, read once per process (the tables are re-rendered after every entry)."""
     if not PUBLISHED.is_file():
-        return []
+        return ()
     with open(PUBLISHED) as f:
-        return list(csv.DictReader(f))
+        return tuple(csv.DictReader(f))
 
 
 def published_rows() -> list[dict]:
